@@ -128,14 +128,14 @@ def _from_torchvision(root, download):
     return _make(train.data, train.targets, test.data, test.targets, f"torchvision {root}")
 
 
-def load_cifar10(root="data", download=True, device=None):
+def load_cifar10(root=None, download=True, device=None):
     """CIFAR-10 as a CifarData on `device` (default: the best available).
 
-    Looks, in order, in $HW4_DATA_DIR or `root` (and its sub-folders) for a .npz, an image
-    tree, or torchvision's cifar-10-batches-py; then downloads with torchvision. No data
-    and no network raise DataNotFoundError explaining the three ways to provide it.
+    Looks, in order, in `root` (default: $HW4_DATA_DIR, else ./data) and its sub-folders
+    for a .npz, an image tree, or torchvision's cifar-10-batches-py; then downloads with
+    torchvision. No data and no network raise DataNotFoundError listing the three ways.
     """
-    root = Path(os.environ.get("HW4_DATA_DIR", root))
+    root = Path(root or os.environ.get("HW4_DATA_DIR", "data"))
     candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
     for folder in candidates:
         data = _from_npz(folder) or _from_image_tree(folder)
@@ -176,7 +176,7 @@ def default_device():
 @functools.lru_cache(maxsize=1)
 def default_data():
     """CIFAR-10 from ./data, loaded once; used when a function is called without `data`."""
-    return load_cifar10("data")
+    return load_cifar10()
 
 
 @functools.lru_cache(maxsize=None)
@@ -564,10 +564,12 @@ def prune_by_percentage(layer, q=0.8):
 
 @torch.no_grad()
 def prune_by_std(layer, s=0.25):
-    """Zero the weights with |w| below s times the standard deviation of `layer.weight`."""
+    """Zero the weights with |w| below s times the standard deviation of `layer.weight`
+    (population std, as numpy's np.std)."""
     if s < 0:
         raise ValueError(f"s must be >= 0, got {s}")
-    mask = (layer.weight.abs() >= s * layer.weight.std()).to(layer.weight.dtype)
+    std = layer.weight.std(correction=0)
+    mask = (layer.weight.abs() >= s * std).to(layer.weight.dtype)
     layer.weight.mul_(mask)
     return mask
 
@@ -692,7 +694,11 @@ def atomic_write_bytes(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous file, if any, is still intact
+        raise
     os.replace(tmp, path)
     return path
 
@@ -776,7 +782,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=PRETRAIN.lr)
     p.add_argument("--batch-size", type=int, default=PRETRAIN.batch_size)
     p.add_argument("--wd", type=float, default=PRETRAIN.weight_decay)
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default=None, help="default: $HW4_DATA_DIR, else ./data")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--synthetic", action="store_true", help="smoke test on synthetic data")
     args = parser.parse_args(argv)
