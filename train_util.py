@@ -481,7 +481,7 @@ def fit(net, data, epochs, recipe, masks=None, before_epoch=None, teacher=None,
                 test_loss=test_loss, lr=recipe.lr_at(done - 1, total, steps_per_epoch), epoch_s=epoch_s)
         if masks:
             history["zeros_pct"].append(sparsity(net, masks.keys()))
-        bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.2f}")
+        bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.2f}% of {data.n_test}")
     bar.close()
     return run_record(history, time.perf_counter() - start_time)
 
@@ -724,7 +724,7 @@ def sha256(path):
 MISSING_CHECKPOINT_HELP = """No checkpoint at {path}.
 Get one of:
   - the course's pretrained_model.pt (from HW4.zip), copied to {path};
-  - our own: python train_util.py pretrain --epochs 200 --out {path}  (about 3 min on one GPU)."""
+  - our own: python train_util.py pretrain --epochs 200 --out {path}  (needs a GPU and CIFAR-10)."""
 
 
 def load_checkpoint(net, path="checkpoints/pretrained_model.pt"):
