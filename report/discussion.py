@@ -1,0 +1,305 @@
+"""Short discussion paragraphs for the hw4 ``results.json`` (shared by hw4.ipynb and the report).
+
+``discussion(results, key)`` returns markdown. Every number is formatted from ``results``;
+comparisons are worded from the sign of the difference ("above" / "below" / "level with"),
+so the prose never contradicts the tables. A missing key gives "<question>: not run."
+"""
+from __future__ import annotations
+
+import re
+
+from report.tables import (ALL_BITS, NOT_RUN, PRUNE_QS, QAT_BITS, QUICK_BANNER, RECIPES,
+                           fmt, get, is_quick, question, test_set)
+
+# differences smaller than this (in points) are called "level"
+TIE = 0.005
+# zero fractions that differ by less than this (in %) count as "preserved"
+ZERO_TOL = 0.01
+
+
+# ---------------------------------------------------------------- wording helpers
+def above_below(diff: float, above: str = "above", below: str = "below",
+                level: str = "level with") -> str:
+    """Comparison word chosen by the sign of ``diff``."""
+    if abs(diff) < TIE:
+        return level
+    return above if diff > 0 else below
+
+
+def versus(a, b, what: str = "") -> str:
+    """'X points above/below <what>' for a - b, or '' when either side is missing."""
+    if a is None or b is None:
+        return ""
+    d = a - b
+    if abs(d) < TIE:
+        return f"level with {what}" if what else "level"
+    return f"{abs(d):.2f} points {above_below(d)} {what}".strip()
+
+
+def versus_each(items, what: str) -> str:
+    """Several comparisons (a, b, where) in one phrase; ``what`` is named only once."""
+    out = []
+    for a, b, where in items:
+        if v := versus(a, b, "" if out else what):
+            out.append(f"{v} {where}")
+    if len(out) < 2:
+        return "".join(out)
+    return ", ".join(out[:-1]) + " and " + out[-1]
+
+
+def run_phrase(r: dict | None, name: str) -> str:
+    """'the faithful recipe peaked at X% (epoch e of E) and ended at Y%'."""
+    if get(r, "best_acc") is None:
+        return f"the {name} recipe: {NOT_RUN}"
+    return (f"the {name} recipe peaked at {fmt(r['best_acc'])}% (epoch "
+            f"{get(r, 'best_epoch')} of {get(r, 'epochs')}) and ended at "
+            f"{fmt(get(r, 'final_acc'))}%")
+
+
+def runs_sentence(res: dict, *path: str) -> str:
+    """One sentence covering both recipes of a run pair."""
+    return "; ".join(run_phrase(get(res, *path, r), r) for r in RECIPES) + "."
+
+
+def compare_runs(res: dict, key: str, other: str, label: str) -> str:
+    """Final-accuracy comparison of ``key`` against ``other`` for each recipe."""
+    phrase = versus_each([(get(res, key, r, "final_acc"), get(res, other, r, "final_acc"),
+                           f"with the {r} recipe") for r in RECIPES], label)
+    return f"On final accuracy, {question(key)} finished {phrase}." if phrase else ""
+
+
+def slash(values, nd: int = 2) -> str:
+    """'a/b/c' of formatted values ("not run" for missing ones)."""
+    return "/".join(fmt(v, nd) for v in values)
+
+
+def best_by_bits(res: dict, *path: str) -> str:
+    """'a/b/c% (faithful) and d/e/f% (improved) at 4/3/2 bits' for a QAT result key."""
+    per = [f"{slash(get(res, *path, b, r, 'best_acc') for b in QAT_BITS)}% ({r})"
+           for r in RECIPES]
+    return " and ".join(per) + f" at {'/'.join(QAT_BITS)} bits"
+
+
+def _drop(acc, ref):
+    """Points lost from ``ref`` to ``acc`` (None when either is missing)."""
+    return None if acc is None or ref is None else ref - acc
+
+
+def epochs(res: dict, *path: str) -> str:
+    """'N epochs of ' from the faithful run record under ``path`` ('' when unknown)."""
+    n = get(res, *path, "faithful", "epochs")
+    return f"{n} epochs of " if n else ""
+
+
+def join(*sentences: str) -> str:
+    """Join non-empty sentences into one paragraph."""
+    return " ".join(s for s in sentences if s)
+
+
+# ---------------------------------------------------------------- per-key paragraphs
+def _lab2a(res: dict) -> str:
+    a = res["lab2a"]
+    return (f"The pretrained floating-point ResNet-20 reaches {fmt(a.get('acc'))}% "
+            f"(test loss {fmt(a.get('loss'), 4)}) on {test_set(res)}; every later number "
+            f"is compared against this reference.")
+
+
+def _lab2b(res: dict) -> str:
+    accs = [get(res, "lab2b", q, "acc") for q in PRUNE_QS]
+    known = [a for a in accs if a is not None]
+    listing = ", ".join(f"{fmt(a)}% at q = {q}" for q, a in zip(PRUNE_QS, accs))
+    falls = all(x >= y for x, y in zip(known, known[1:]))
+    trend = ("Accuracy falls monotonically as more weights are removed"
+             if falls else "Accuracy does not fall monotonically with q here")
+    base = get(res, "lab2a", "acc")
+    drop = (f", and q = 0.8 is {versus(accs[2], base, 'the pretrained model')}"
+            if accs[2] is not None and base is not None else "")
+    return (f"Pruning every layer at its own q-th magnitude percentile, without finetuning, "
+            f"gives {listing}. {trend}{drop}: without retraining the remaining weights cannot "
+            f"compensate for the removed ones.")
+
+
+def preserved(zeros: list, ref) -> str:
+    """'80.0% (faithful) and 80.0% (improved) zeros vs. 80.0% ..., so ... preserved'."""
+    pairs = [(z, r) for z, r in zip(zeros, RECIPES) if z is not None]
+    if ref is None or not pairs:
+        return ""
+    kept = all(abs(z - ref) < ZERO_TOL for z, _ in pairs)
+    listing = " and ".join(f"{fmt(z, 1)}% ({r})" for z, r in pairs)
+    return (f"{listing} zeros vs. {fmt(ref, 1)}%, so sparsity was "
+            + ("preserved" if kept else "NOT preserved"))
+
+
+def _lab2c(res: dict) -> str:
+    before = get(res, "lab2c", "zeros_before")
+    start = get(res, "lab2b", "0.8", "acc")
+    opening = (f"One-shot pruning to q = 0.8 zeroed {fmt(before, 1)}% of the pruned layers' "
+               f"weights" + (f" and left {fmt(start)}% accuracy" if start is not None else "")
+               + ".")
+    kept = preserved([get(res, "lab2c", r, "zeros_pct") for r in RECIPES], before)
+    return join(opening, f"With {epochs(res, 'lab2c')}masked finetuning, "
+                + runs_sentence(res, "lab2c"),
+                f"After finetuning the models hold {kept}." if kept else "")
+
+
+def _lab2d(res: dict) -> str:
+    d = _drop(get(res, "lab2d", "faithful", "final_acc"),
+              get(res, "lab2c", "faithful", "final_acc"))
+    if d is None:
+        why = ""
+    elif d <= 0:   # iterative at least as good (a "drop" from one-shot of <= 0)
+        why = ("Weights pruned early may regrow until the last pruning step, so the network "
+               "adapts to the sparsity gradually instead of absorbing the whole cut at once.")
+    else:
+        why = ("The gradual schedule did not pay off here; note that iterative pruning spends "
+               "fewer of its epochs at the final sparsity, while one-shot pruning trains at it "
+               "throughout.")
+    return join(f"With iterative pruning over {epochs(res, 'lab2d')}finetuning, "
+                + runs_sentence(res, "lab2d"),
+                compare_runs(res, "lab2d", "lab2c", "one-shot pruning (Lab 2 (c))"), why)
+
+
+def layer_spread(lz: dict | None) -> str:
+    """How evenly a global threshold spread the zeros over the layers (one sentence)."""
+    if not lz:
+        return ""
+    lo, hi = min(lz, key=lz.get), max(lz, key=lz.get)
+    how = "unevenly" if lz[hi] - lz[lo] > 5.0 else "almost evenly"
+    return (f"One global threshold spreads the sparsity {how}: per-layer zeros range from "
+            f"{fmt(lz[lo], 1)}% ({lo}) to {fmt(lz[hi], 1)}% ({hi}) (faithful recipe).")
+
+
+def _global(res: dict, key: str, intro: str, other: str, label: str) -> str:
+    return join(intro + runs_sentence(res, key), compare_runs(res, key, other, label),
+                layer_spread(get(res, key, "faithful", "layer_zeros")))
+
+
+def _lab2e(res: dict) -> str:
+    return _global(res, "lab2e", "With a single global magnitude threshold, ",
+                   "lab2d", "layer-wise iterative pruning (Lab 2 (d))")
+
+
+def _lab3b(res: dict) -> str:
+    fp = get(res, "lab3b", "fp")
+    accs = {b: get(res, "lab3b", b) for b in ALL_BITS}
+    listing = ", ".join(f"{fmt(a)}% at {b} bits" for b, a in accs.items())
+    within = [b for b, a in accs.items() if a is not None and fp is not None and fp - a < 1.0]
+    lowest = (f"Accuracy stays within 1 point of floating point down to {min(within, key=int)} "
+              f"bits" if within else "No bit width stays within 1 point of floating point")
+    two = versus(accs["2"], fp, "floating point")
+    return (f"Without finetuning the quantized model scores {listing}, against {fmt(fp)}% in "
+            f"floating point. {lowest}" + (f"; at 2 bits it is {two}" if two else "") +
+            ": each bit removed halves the number of levels, so rounding error grows "
+            "quickly at the low end.")
+
+
+def _lab3c(res: dict) -> str:
+    best = {b: get(res, "lab3c", b, "faithful", "best_acc") for b in QAT_BITS}
+    gains = versus_each([(best[b], get(res, "lab3b", b), f"at {b} bits") for b in QAT_BITS],
+                        "no finetuning")
+    known = [best[b] for b in QAT_BITS if best[b] is not None]
+    order = ("Fewer bits give lower accuracy even after finetuning"
+             if all(x >= y for x, y in zip(known, known[1:]))
+             else "Accuracy is not monotonic in bit width here")
+    return join(f"After {epochs(res, 'lab3c', '4')}quantization-aware finetuning the best "
+                f"accuracy is "
+                f"{best_by_bits(res, 'lab3c')}.",
+                f"With the faithful recipe that is {gains}." if gains else "",
+                f"{order}; finetuning lets the float weights move so that their rounded "
+                "values fit the data, which matters most where rounding error is largest.")
+
+
+def _lab3d(res: dict) -> str:
+    start, fp = get(res, "lab3d", "start_acc"), get(res, "lab3b", "fp")
+    parts = []
+    for b in QAT_BITS:
+        sparse = _drop(get(res, "lab3d", b, "before"), start)
+        dense = _drop(get(res, "lab3b", b), fp)
+        if sparse is not None and dense is not None:
+            size = above_below(sparse - dense, "a larger", "a smaller", "the same")
+            parts.append(f"{fmt(sparse)} points at {b} bits vs. {fmt(dense)} for the dense "
+                         f"model ({size} drop)")
+    drops = ("Quantizing without finetuning costs the sparse model " + "; ".join(parts) + "."
+             if parts else "")
+    vs_c = versus_each([(get(res, "lab3d", b, "faithful", "best_acc"),
+                         get(res, "lab3c", b, "faithful", "best_acc"), f"at {b} bits")
+                        for b in QAT_BITS], "dense QAT (Lab 3 (c))")
+    label, run = source_run(res)
+    zeros = f", {fmt(get(run, 'zeros_pct'), 1)}% zeros" if get(run, "zeros_pct") is not None else ""
+    return join(f"The pruned starting model ({label}{zeros}) scores {fmt(start)}%.",
+                drops,
+                f"After finetuning the best accuracy is {best_by_bits(res, 'lab3d')}.",
+                f"With the faithful recipe that is {vs_c}." if vs_c else "",
+                _lab3d_zeros(res))
+
+
+def source_run(res: dict) -> tuple[str, dict | None]:
+    """The Lab 2 run that Lab 3 (d) started from: ("Lab 2 (c), faithful recipe", R)."""
+    src = get(res, "lab3d", "source") or "lab2c_faithful"   # the usual choice
+    m = re.fullmatch(r"(lab2[a-e])_(\w+)", str(src))
+    if not m:
+        return str(src), None
+    return f"{question(m.group(1))}, {m.group(2)} recipe", get(res, m.group(1), m.group(2))
+
+
+def _lab3d_zeros(res: dict) -> str:
+    """Did the zero-preserving quantizer keep the source model's sparsity?"""
+    label, run = source_run(res)
+    ref = get(run, "zeros_pct")
+    if ref is None:
+        ref = get(res, "lab2c", "zeros_before")
+    zs = [get(res, "lab3d", b, "faithful", "zeros_pct") for b in QAT_BITS]
+    zs = [z for z in zs if z is not None]
+    if ref is None or not zs:
+        return ""
+    kept = all(abs(z - ref) < ZERO_TOL for z in zs)
+    zeros = "/".join(fmt(z, 1) for z in zs)
+    return (f"The finetuned quantized models hold {zeros}% zeros vs. {fmt(ref, 1)}% in the "
+            f"starting model, so the zeros were " + ("preserved." if kept else "NOT preserved."))
+
+
+def _lab3e(res: dict) -> str:
+    d4 = get(res, "lab3d", "4", "faithful", "best_acc")
+    e = get(res, "lab3e", "faithful", "best_acc")
+    vs3d = versus(e, d4, "pruning first and quantizing afterwards (Lab 3 (d), 4 bits)")
+    return join(_global(res, "lab3e", "With 4-bit QAT during global iterative pruning, ",
+                        "lab2e", "full-precision global pruning (Lab 2 (e))"),
+                f"On best accuracy (faithful) it is {vs3d}." if vs3d else "")
+
+
+def _timing(res: dict) -> str:
+    t = res["timing"]
+    dense, masked = t.get("dense_epoch_s"), t.get("masked_epoch_s")
+    if not dense or masked is None:
+        return f"Timing: {NOT_RUN}."
+    ratio = masked / dense
+    measured = (f"On {t.get('device', 'the device')}, one training epoch took {fmt(dense)} s "
+                f"dense and {fmt(masked)} s with pruning masks applied (ratio {fmt(ratio)})")
+    if abs(ratio - 1.0) < 0.05:
+        return (f"{measured}: masked training is about as fast as dense training, because the "
+                f"zeros are still multiplied by the same dense kernels (Problem 1.2).")
+    if ratio > 1.0:
+        return (f"{measured}: masked training is slower than dense training. Unstructured "
+                f"zeros still go through the same dense kernels, and re-applying the masks "
+                f"adds work (Problem 1.2).")
+    return (f"{measured}: masked training is faster than dense training here. The zeros are "
+            f"still multiplied by the same dense kernels, so sparsity does not explain this; "
+            f"read it as a measurement effect (warm-up, caching, load) rather than a speed-up.")
+
+
+_DISCUSS = {
+    "lab2a": _lab2a, "lab2b": _lab2b, "lab2c": _lab2c, "lab2d": _lab2d, "lab2e": _lab2e,
+    "lab3b": _lab3b, "lab3c": _lab3c, "lab3d": _lab3d, "lab3e": _lab3e, "timing": _timing,
+}
+
+
+def discussion(results: dict, key: str) -> str:
+    """Markdown paragraph discussing ``key``; "<question>: not run." when it is missing."""
+    if key not in _DISCUSS:
+        raise KeyError(f"no discussion for {key!r}; known: {sorted(_DISCUSS)}")
+    results = results or {}
+    name = "Timing" if key == "timing" else question(key)
+    if not results.get(key):
+        return f"{name}: {NOT_RUN}."
+    text = _DISCUSS[key](results)
+    return f"*{QUICK_BANNER}.* {text}" if is_quick(results) else text

@@ -1,0 +1,232 @@
+"""Markdown tables for the hw4 ``results.json`` (shared by hw4.ipynb and the report builder).
+
+``table(results, key)`` returns a caption line plus a markdown table. Every number is read
+from ``results``; anything missing shows as "not run", never as a stale or invented value.
+Every caption names the test set (``meta.test_label`` and ``meta.test_images``), every
+accuracy column carries ``n=<test images>``, and quick-mode captions carry ``QUICK_BANNER``.
+
+Keys: lab2a, lab2b, lab2c, lab2d, lab2e, lab2e_layers, lab3b, lab3c, lab3d, lab3e,
+lab3e_layers, timing, recipes.
+"""
+from __future__ import annotations
+
+NOT_RUN = "not run"
+QUICK_BANNER = "QUICK MODE — smoke test on synthetic data, not results"
+RECIPES = ("faithful", "improved")
+PRUNE_QS = ("0.4", "0.6", "0.8")
+ALL_BITS = ("6", "5", "4", "3", "2")
+QAT_BITS = ("4", "3", "2")
+
+
+# ---------------------------------------------------------------- small helpers
+def get(d, *path):
+    """Nested lookup that returns None as soon as a level is missing."""
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def fmt(x, nd: int = 2) -> str:
+    """Format a number with ``nd`` decimals, or "not run" when it is missing."""
+    if x is None:
+        return NOT_RUN
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    return f"{x:.{nd}f}"
+
+
+def fmt_int(x) -> str:
+    """Format an integer-valued field (epochs, batch size), or "not run"."""
+    return NOT_RUN if x is None else str(int(x))
+
+
+def is_quick(results: dict) -> bool:
+    """True when the results come from a quick (synthetic smoke-test) run."""
+    return get(results, "meta", "mode") == "quick"
+
+
+def n_test(results: dict) -> str:
+    """Number of test images as text ("?" when meta does not say)."""
+    n = get(results, "meta", "test_images")
+    return "?" if n is None else str(n)
+
+
+def test_set(results: dict) -> str:
+    """Human name of the evaluation set, e.g. "CIFAR-10 test[0:1000], 1000 images"."""
+    label = get(results, "meta", "test_label") or "test set (label not recorded)"
+    return f"{label}, {n_test(results)} images"
+
+
+def acc_col(results: dict, what: str = "acc.") -> str:
+    """Accuracy column header that names the test-set size."""
+    return f"{what} (%, n={n_test(results)})"
+
+
+def caption(results: dict, title: str) -> str:
+    """Italic caption line: quick banner (if any), title, and the test set."""
+    banner = f"{QUICK_BANNER} — " if is_quick(results) else ""
+    return f"*{banner}Table: {title}. Accuracy (%) on {test_set(results)}.*"
+
+
+def md_table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
+    """Markdown table; columns from ``right_from`` on are right-aligned (numbers)."""
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = [header, align] + rows
+    return "\n".join("| " + " | ".join(r) + " |" for r in lines)
+
+
+def with_caption(results: dict, title: str, body: str) -> str:
+    """Caption line, blank line, table."""
+    return f"{caption(results, title)}\n\n{body}\n"
+
+
+# ---------------------------------------------------------------- per-key tables
+def _lab2a(res: dict) -> str:
+    a = get(res, "lab2a")
+    rows = [["pretrained FP ResNet-20", fmt(get(a, "acc")), fmt(get(a, "loss"), 4)]]
+    body = md_table(["model", acc_col(res), "test loss"], rows)
+    return with_caption(res, "Lab 2 (a) pretrained floating-point model", body)
+
+
+def _lab2b(res: dict) -> str:
+    base = get(res, "lab2a", "acc")
+    rows = []
+    for q in PRUNE_QS:
+        acc = get(res, "lab2b", q, "acc")
+        drop = None if acc is None or base is None else base - acc
+        rows.append([q, fmt(acc), fmt(get(res, "lab2b", q, "zeros_pct"), 1), fmt(drop)])
+    header = ["q", acc_col(res), "zeros (%)", "drop vs. pretrained (points)"]
+    return with_caption(res, "Lab 2 (b) layer-wise pruning by percentile, no finetuning",
+                        md_table(header, rows))
+
+
+def recipe_row(name: str, r: dict | None) -> list[str]:
+    """One row of a run-record table: best, final, best epoch, epochs, zeros, wall."""
+    return [name, fmt(get(r, "best_acc")), fmt(get(r, "final_acc")),
+            fmt_int(get(r, "best_epoch")), fmt_int(get(r, "epochs")),
+            fmt(get(r, "zeros_pct"), 1), fmt(get(r, "wall_s"), 0)]
+
+
+def recipe_header(res: dict, first: str = "recipe") -> list[str]:
+    """Header matching ``recipe_row``."""
+    return [first, acc_col(res, "best acc."), acc_col(res, "final acc."), "best epoch",
+            "epochs", "zeros (%)", "wall (s)"]
+
+
+_RUN_TITLES = {
+    "lab2c": "Lab 2 (c) one-shot pruning (q = 0.8), then masked finetuning",
+    "lab2d": "Lab 2 (d) iterative pruning (8e% before epoch e), then finetuning",
+    "lab2e": "Lab 2 (e) global iterative pruning to 80%",
+    "lab3e": "Lab 3 (e) global iterative pruning to 80% with 4-bit QAT",
+}
+
+
+def _runs(res: dict, key: str) -> str:
+    rows = [recipe_row(r, get(res, key, r)) for r in RECIPES]
+    return with_caption(res, _RUN_TITLES[key], md_table(recipe_header(res), rows))
+
+
+def _layer_runs(key: str) -> list[tuple[str, str]]:
+    """(results key, recipe) per column; the Lab 3 (e) table also shows Lab 2 (e)."""
+    keys = ["lab2e"] if key == "lab2e_layers" else ["lab3e", "lab2e"]
+    return [(k, r) for k in keys for r in RECIPES]
+
+
+def question(key: str) -> str:
+    """Question name of a results key: "lab2e" -> "Lab 2 (e)"."""
+    return f"Lab {key[3]} ({key[4]})"
+
+
+def _layers(res: dict, key: str) -> str:
+    runs = _layer_runs(key)
+    zeros = [get(res, k, r, "layer_zeros") or {} for k, r in runs]
+    layers = list(dict.fromkeys(name for lz in zeros for name in lz))
+    title = f"{_RUN_TITLES[key[:5]]}: zeros (%) per layer"
+    if not layers:
+        return with_caption(res, title, f"*Per-layer zeros: {NOT_RUN}.*")
+    rows = [[name] + [fmt(lz.get(name), 1) for lz in zeros] for name in layers]
+    rows.append(["overall"] + [fmt(get(res, k, r, "zeros_pct"), 1) for k, r in runs])
+    header = ["layer"] + [f"{question(k)} {r} zeros (%)" for k, r in runs]
+    return with_caption(res, title, md_table(header, rows))
+
+
+def _lab3b(res: dict) -> str:
+    fp = get(res, "lab3b", "fp")
+    rows = [["fp (32-bit float)", fmt(fp), fmt(0.0 if fp is not None else None)]]
+    for b in ALL_BITS:
+        acc = get(res, "lab3b", b)
+        rows.append([b, fmt(acc), fmt(None if acc is None or fp is None else acc - fp)])
+    header = ["Nbits", acc_col(res), "change vs. fp (points)"]
+    return with_caption(res, "Lab 3 (b) fixed-point quantization without finetuning",
+                        md_table(header, rows))
+
+
+def _lab3c(res: dict) -> str:
+    rows = []
+    for b in QAT_BITS:
+        runs = [get(res, "lab3c", b, r) for r in RECIPES]
+        rows.append([b, fmt(get(res, "lab3b", b))]
+                    + [fmt(get(r, k)) for r in runs for k in ("best_acc", "final_acc")])
+    header = ["Nbits", acc_col(res, "no finetune")] + [
+        acc_col(res, f"{r} {k}") for r in RECIPES for k in ("best", "final")]
+    return with_caption(res, "Lab 3 (c) 20-epoch quantization-aware finetuning",
+                        md_table(header, rows))
+
+
+def _lab3d(res: dict) -> str:
+    rows = [["start (pruned, fp)", fmt(get(res, "lab3d", "start_acc"))] + [""] * 5]
+    for b in QAT_BITS:
+        runs = [get(res, "lab3d", b, r) for r in RECIPES]
+        zeros = " / ".join(fmt(get(r, "zeros_pct"), 1) for r in runs)
+        rows.append([b, fmt(get(res, "lab3d", b, "before"))]
+                    + [fmt(get(r, k)) for r in runs for k in ("best_acc", "final_acc")]
+                    + [zeros])
+    header = (["Nbits", acc_col(res, "before finetune")]
+              + [acc_col(res, f"{r} {k}") for r in RECIPES for k in ("best", "final")]
+              + ["zeros (%) faithful / improved"])
+    return with_caption(res, "Lab 3 (d) quantizing the pruned model (zero-preserving)",
+                        md_table(header, rows))
+
+
+def _timing(res: dict) -> str:
+    t = get(res, "timing")
+    dense, masked = get(t, "dense_epoch_s"), get(t, "masked_epoch_s")
+    ratio = masked / dense if dense and masked is not None else None
+    rows = [[str(get(t, "device") or NOT_RUN), fmt(dense), fmt(masked), fmt(ratio)]]
+    header = ["device", "dense epoch (s)", "masked epoch (s)", "masked / dense"]
+    return with_caption(res, "Lab 2 training time per epoch, dense vs. pruned (masked)",
+                        md_table(header, rows))
+
+
+_RECIPE_FIELDS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay",
+                  "batch_size", "schedule")
+
+
+def _recipes(res: dict) -> str:
+    """Recipe settings, one row per setting (schema fields plus any extra ones recorded)."""
+    recs = [get(res, "meta", "recipes", r) or {} for r in RECIPES]
+    extra = [f for rec in recs for f in rec if f not in _RECIPE_FIELDS]
+    fields = [f for f in (*_RECIPE_FIELDS, *dict.fromkeys(extra)) if any(f in r for r in recs)]
+    title = "finetuning recipes used in Labs 2 and 3"
+    if not fields:
+        return with_caption(res, title, f"*Recipes: {NOT_RUN}.*")
+    rows = [[f.replace("_", " ")] + [str(rec[f]) if f in rec else "not recorded" for rec in recs]
+            for f in fields]
+    return with_caption(res, title, md_table(["setting", *RECIPES], rows, right_from=3))
+
+
+_TABLES = {
+    "lab2a": _lab2a, "lab2b": _lab2b, "lab3b": _lab3b, "lab3c": _lab3c,
+    "lab3d": _lab3d, "timing": _timing, "recipes": _recipes,
+    **{k: (lambda res, k=k: _runs(res, k)) for k in _RUN_TITLES},
+    **{k: (lambda res, k=k: _layers(res, k)) for k in ("lab2e_layers", "lab3e_layers")},
+}
+
+
+def table(results: dict, key: str) -> str:
+    """Markdown caption + table for ``key`` (see module docstring for the keys)."""
+    if key not in _TABLES:
+        raise KeyError(f"no table for {key!r}; known: {sorted(_TABLES)}")
+    return _TABLES[key](results or {})

@@ -1,0 +1,310 @@
+"""Tests for report/: shared tables, discussion wording, and the report.md/report.pdf builder.
+
+The results dict is made up here (full schema, plausible values); the PDF text is read
+back with pypdf, so the tests need no system packages.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+from report.build import build, keep_together, tex_to_html, top_level_blocks
+from report.discussion import discussion
+from report.tables import NOT_RUN, QUICK_BANNER, table
+
+LAYERS = ["layer1.0.conv1", "layer1.0.conv2", "layer2.1.conv1", "layer3.2.conv2"]
+HW4_FIGS = ["hw4_2b_layer_zeros.png", "hw4_2cd_curves.png", "hw4_2e_layer_zeros.png",
+            "hw4_3b_bits.png", "hw4_3c_curves.png", "hw4_3d_curves.png",
+            "hw4_3e_layer_zeros.png", "ste_source.png"]
+TABLE_KEYS = ["lab2a", "lab2b", "lab2c", "lab2d", "lab2e", "lab2e_layers", "lab3b",
+              "lab3c", "lab3d", "lab3e", "lab3e_layers", "timing", "recipes"]
+HEADINGS = ([f"Problem 1.{i}" for i in range(1, 11)]
+            + [f"Lab 1 ({q})" for q in "abcdef"] + [f"Lab 2 ({q})" for q in "abcde"]
+            + [f"Lab 3 ({q})" for q in "abcde"])
+
+
+# ----------------------------------------------------------------------------- fixtures
+def run(best, final, epoch, epochs=20, zeros=None, layer_zeros=None, wall=612.0):
+    """A run record R with a short made-up history."""
+    hist = {"epoch": list(range(1, epochs + 1)),
+            "train_loss": [1.0 / e for e in range(1, epochs + 1)],
+            "train_acc": [90.0] * epochs, "test_acc": [final] * epochs,
+            "test_loss": [0.3] * epochs, "lr": [0.01] * epochs}
+    r = {"final_acc": final, "best_acc": best, "best_epoch": epoch, "epochs": epochs,
+         "history": hist, "wall_s": wall}
+    if zeros is not None:
+        r["zeros_pct"] = zeros
+    if layer_zeros is not None:
+        r["layer_zeros"] = layer_zeros
+    return r
+
+
+def make_results(mode: str = "full") -> dict:
+    """Full-schema results with distinct, plausible values."""
+    recipe = {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "nesterov": False,
+              "weight_decay": 0.0005, "batch_size": 128, "schedule": "constant"}
+    lz2e = dict(zip(LAYERS, [52.5, 61.25, 78.5, 88.75]))
+    lz3e = dict(zip(LAYERS, [50.5, 63.25, 77.5, 89.5]))
+    return {
+        "meta": {"mode": mode, "test_images": 1000, "test_label": "CIFAR-10 test[0:1000]",
+                 "train_images": 50000, "device": "NVIDIA H100", "torch": "2.11.0",
+                 "data_source": "torchvision CIFAR10",
+                 "pretrained": {"path": "checkpoints/pretrained_model.pt", "sha256": "ab" * 32},
+                 "recipes": {"faithful": recipe,
+                             "improved": {**recipe, "nesterov": True, "schedule": "cosine"}},
+                 "started": "2026-10-01T10:00:00", "finished": "2026-10-01T12:30:00",
+                 "wall_s": 9000.0},
+        "lab2a": {"acc": 91.87, "loss": 0.3012},
+        "lab2b": {"0.4": {"acc": 91.12, "zeros_pct": 40.0, "layer_zeros": {}},
+                  "0.6": {"acc": 88.43, "zeros_pct": 60.0, "layer_zeros": {}},
+                  "0.8": {"acc": 62.35, "zeros_pct": 80.0, "layer_zeros": {}}},
+        "lab2c": {"zeros_before": 80.0, "faithful": run(90.51, 90.27, 17, zeros=80.0),
+                  "improved": run(91.03, 90.88, 19, zeros=80.0)},
+        "lab2d": {"faithful": run(90.94, 90.66, 18, zeros=80.0),
+                  "improved": run(91.22, 91.15, 20, zeros=80.0)},
+        "lab2e": {"faithful": run(91.05, 90.71, 16, zeros=80.0, layer_zeros=lz2e),
+                  "improved": run(91.31, 91.20, 20, zeros=80.0, layer_zeros=lz2e)},
+        "lab3b": {"fp": 91.87, "6": 91.64, "5": 91.02, "4": 88.17, "3": 71.45, "2": 10.33},
+        "lab3c": {b: {"faithful": run(v, v - 0.21, 15), "improved": run(v + 0.3, v + 0.1, 18)}
+                  for b, v in (("4", 91.43), ("3", 89.76), ("2", 82.14))},
+        "lab3d": {"start_acc": 91.22,
+                  **{b: {"before": before, "faithful": run(v, v - 0.11, 14, zeros=80.0),
+                         "improved": run(v + 0.2, v + 0.05, 17, zeros=80.0)}
+                     for b, before, v in (("4", 86.05, 90.88), ("3", 60.12, 88.93),
+                                          ("2", 10.0, 79.64))}},
+        "lab3e": {"faithful": run(90.12, 89.87, 19, zeros=80.0, layer_zeros=lz3e),
+                  "improved": run(90.55, 90.41, 20, zeros=80.0, layer_zeros=lz3e)},
+        "timing": {"dense_epoch_s": 9.84, "masked_epoch_s": 10.73, "device": "NVIDIA H100"},
+    }
+
+
+def png(path: Path, color=(40, 90, 160), size=(60, 40)) -> None:
+    """A tiny solid PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def write_lab1(root: Path) -> None:
+    """A Lab 1 notebook with tagged answer cells (with math), figures and summary."""
+    cells = [{"cell_type": "markdown", "metadata": {"tags": [f"report:lab1-{q}"]},
+              "source": [f"Answer for {q}: with step size $\\mu$ and penalty "
+                         f"$\\lambda \\|W\\|_1$ the weights shrink.\n\n",
+                         "$$W^{k+1} = W^k - 2\\mu \\sum_{i=1}^{3} x_i^T (x_i W^k - y_i)$$\n"]}
+             for q in "abcdef"]
+    cells.append({"cell_type": "code", "metadata": {}, "source": "print(1)",
+                  "outputs": [], "execution_count": None})
+    nb = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (root / "lab1_sparse_linear.ipynb").write_text(json.dumps(nb))
+    for q in "bcdef":
+        png(root / "report" / f"lab1_{q}_loss.png")
+        png(root / "report" / f"lab1_{q}_weights.png", color=(200, 120, 30))
+    png(root / "report" / "lab1_f_first20.png")
+    (root / "report" / "lab1_summary.md").write_text(
+        "| method | final log L | nonzeros |\n|---|---:|---:|\n| GD | -3.21 | 5 |\n")
+
+
+def setup_dirs(tmp: Path, results: dict | None, lab1: bool = True) -> tuple[Path, Path]:
+    """(results dir, repo root) under ``tmp``, filled as asked."""
+    root, rdir = tmp / "repo", tmp / "results"
+    (root / "report").mkdir(parents=True)
+    rdir.mkdir()
+    if lab1:
+        write_lab1(root)
+    if results is not None:
+        (rdir / "results.json").write_text(json.dumps(results))
+        for f in HW4_FIGS:
+            png(rdir / f)
+    return rdir, root
+
+
+def pdf_pages(pdf: Path) -> list[str]:
+    """Extracted text of each page."""
+    return [p.extract_text() or "" for p in PdfReader(str(pdf)).pages]
+
+
+def squash(text: str) -> str:
+    """Drop all whitespace, so PDF line wrapping does not matter for comparisons."""
+    return re.sub(r"\s+", "", text)
+
+
+def caption_text(md: str) -> str:
+    """The caption line of a table() result, without markdown emphasis."""
+    return md.splitlines()[0].strip("*")
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """Build once from the full fixture: (results, report.md text, page texts)."""
+    results = make_results()
+    rdir, root = setup_dirs(tmp_path_factory.mktemp("full"), results)
+    pdf = build(rdir, root=root)
+    return results, (rdir / "report.md").read_text(), pdf_pages(pdf)
+
+
+# ----------------------------------------------------------------------------- builder
+def test_pdf_has_every_heading_and_caption(full):
+    results, _, pages = full
+    text = squash(" ".join(pages))
+    for h in HEADINGS:
+        assert squash(h) in text, h
+    for key in TABLE_KEYS:
+        assert squash(caption_text(table(results, key))) in text, key
+    assert NOT_RUN not in " ".join(pages)
+    assert QUICK_BANNER not in " ".join(pages)
+
+
+def test_table_numbers_match_results(full):
+    results, md, pages = full
+    rows = ["| faithful | 90.51 | 90.27 | 17 | 20 | 80.0 | 612 |",     # lab2c
+            "| 0.8 | 62.35 | 80.0 | 29.52 |",                          # lab2b, drop 91.87-62.35
+            "| 2 | 10.33 | -81.54 |",                                  # lab3b
+            "| 4 | 86.05 | 90.88 | 90.77 | 91.08 | 90.93 | 80.0 / 80.0 |",   # lab3d
+            "| layer3.2.conv2 | 89.5 | 89.5 | 88.8 | 88.8 |",           # lab3e_layers
+            "| NVIDIA H100 | 9.84 | 10.73 | 1.09 |"]                    # timing
+    for row in rows:
+        assert row in md, row
+    text = squash(" ".join(pages))
+    for value in ["91.87", "62.35", "90.51", "91.43", "89.76", "82.14", "10.33", "86.05"]:
+        assert value in text
+
+
+def test_lab1_material_is_included(full):
+    _, md, pages = full
+    assert "Answer for f" in md and "../repo/report/lab1_b_loss.png" in md
+    assert "λ" in " ".join(pages) and "‖" in " ".join(pages)   # inline math as unicode
+    assert "$$" not in " ".join(pages)                          # display math was rendered
+
+
+def test_missing_keys_render_not_run(tmp_path):
+    results = make_results()
+    for key in ("lab2d", "lab3c", "timing"):
+        del results[key]
+    del results["lab2c"]["improved"]
+    rdir, root = setup_dirs(tmp_path, results)
+    md_text = (build(rdir, root=root).with_suffix(".md")).read_text()
+    section = md_text.split("## Lab 2 (d)")[1].split("## Lab 2 (e)")[0]
+    assert NOT_RUN in section and "90.94" not in md_text
+    assert "| improved | not run | not run |" in md_text
+    assert "Timing: not run." in md_text and "Lab 3 (c): not run." in md_text
+
+
+def test_quick_mode_stamps_every_page(tmp_path):
+    rdir, root = setup_dirs(tmp_path, make_results(mode="quick"))
+    pages = pdf_pages(build(rdir, root=root))
+    assert len(pages) >= 5
+    assert all(squash(QUICK_BANNER) in squash(p) for p in pages)
+
+
+def test_builds_without_lab1_or_results(tmp_path):
+    rdir, root = setup_dirs(tmp_path, None, lab1=False)
+    out = tmp_path / "out"
+    pages = pdf_pages(build(rdir, out_dir=out, root=root))
+    text = squash(" ".join(pages))
+    for h in HEADINGS:
+        assert squash(h) in text, h
+    md = (out / "report.md").read_text()
+    assert "Lab 1 (c): not run" in md and "Lab 1 summary table: not run" in md
+    assert "Lab 2 (b): not run." in md
+
+
+# ----------------------------------------------------------------------------- tables
+def test_table_caption_names_test_set_and_columns_carry_n():
+    md = table(make_results(), "lab2c")
+    assert "CIFAR-10 test[0:1000], 1000 images" in md.splitlines()[0]
+    assert "best acc. (%, n=1000)" in md and "final acc. (%, n=1000)" in md
+
+
+def test_table_missing_key_and_quick_banner():
+    assert "| 0.4 | not run | not run | not run |" in table({}, "lab2b")
+    assert "Per-layer zeros: not run" in table({}, "lab3e_layers")
+    quick = make_results(mode="quick")
+    assert caption_text(table(quick, "lab3b")).startswith(QUICK_BANNER)
+
+
+def test_recipes_table_shows_recorded_fields_only():
+    res = make_results()
+    del res["meta"]["recipes"]["faithful"]["optimizer"]
+    res["meta"]["recipes"]["improved"]["label_smoothing"] = 0.1
+    md = table(res, "recipes")
+    assert "| optimizer | not recorded | SGD |" in md
+    assert "| label smoothing | not recorded | 0.1 |" in md
+
+
+def test_table_unknown_key_raises():
+    with pytest.raises(KeyError):
+        table({}, "lab9z")
+
+
+# ----------------------------------------------------------------------------- discussion
+def test_discussion_wording_flips_with_sign():
+    res = make_results()
+    assert "0.39 points above one-shot pruning" in discussion(res, "lab2d")   # 90.66-90.27
+    res["lab2d"]["faithful"]["final_acc"] = 89.77
+    assert "0.50 points below one-shot pruning" in discussion(res, "lab2d")
+    res["lab2d"]["faithful"]["final_acc"] = 90.27
+    assert "level with one-shot pruning" in discussion(res, "lab2d")
+
+
+def test_discussion_timing_and_zero_preservation():
+    res = make_results()
+    assert "slower than dense" in discussion(res, "timing")
+    res["timing"]["masked_epoch_s"] = 9.9
+    assert "about as fast as dense" in discussion(res, "timing")
+    res["timing"]["masked_epoch_s"] = 8.0
+    assert "faster than dense" in discussion(res, "timing")
+    assert "measurement effect" in discussion(res, "timing")
+    assert "zeros were preserved" in discussion(res, "lab3d")
+    res["lab3d"]["3"]["faithful"]["zeros_pct"] = 71.4
+    assert "zeros were NOT preserved" in discussion(res, "lab3d")
+
+
+def test_discussion_explains_by_outcome():
+    res = make_results()
+    assert "adapts to the sparsity gradually" in discussion(res, "lab2d")
+    res["lab2d"]["faithful"]["final_acc"] = 89.0
+    assert "did not pay off" in discussion(res, "lab2d")
+    assert "spreads the sparsity unevenly" in discussion(res, "lab2e")
+    res["lab2e"]["faithful"]["layer_zeros"] = dict.fromkeys(LAYERS, 80.0)
+    assert "almost evenly" in discussion(res, "lab2e")
+    res["lab3d"]["source"] = "lab2d_improved"
+    assert "(Lab 2 (d), improved recipe, 80.0% zeros)" in discussion(res, "lab3d")
+
+
+def test_discussion_numbers_come_from_results():
+    res = make_results()
+    text = discussion(res, "lab3b")
+    assert "91.64% at 6 bits" in text and "81.54 points below floating point" in text
+    assert "down to 5 bits" in text                 # 91.87 - 91.02 < 1 point, 4 bits is not
+    res2 = copy.deepcopy(res)
+    res2["lab3b"]["4"] = 91.5
+    assert "down to 4 bits" in discussion(res2, "lab3b")
+
+
+def test_discussion_missing_and_quick():
+    assert discussion({}, "lab2e") == "Lab 2 (e): not run."
+    assert discussion({}, "timing") == "Timing: not run."
+    assert discussion(make_results("quick"), "lab2a").startswith(f"*{QUICK_BANNER}.*")
+
+
+# ----------------------------------------------------------------------------- layout
+def test_captions_and_headings_stay_with_what_follows():
+    banner = f"<p><em>{QUICK_BANNER} — Table: x.</em></p>"
+    html = ("<h2>Lab 2 (c)</h2><p><em>Task:</em> t</p>" + banner
+            + "<font size=\"8\"><table><tr><td>1</td></tr></table></font><p>discussion</p>")
+    groups = keep_together(top_level_blocks(html))
+    assert len(groups) == 2 and groups[0].endswith("</font>") and "Lab 2 (c)" in groups[0]
+
+
+# ----------------------------------------------------------------------------- math
+def test_inline_tex_to_unicode():
+    out = tex_to_html(r"\lambda \|W\|_1 \le \frac{a}{b+1}, x^{k+1} \in \mathbb{R}^{5}")
+    assert out == "λ‖W‖<sub>1</sub> ≤ a/(b+1), x<sup>k+1</sup> ∈ ℝ<sup>5</sup>"
+    assert tex_to_html(r"W=[0,-3]") == "W = [0, −3]"          # TeX-like spacing, real minus
+    assert tex_to_html(r"x-\mu\nabla L") == "x − μ∇L"
+    assert tex_to_html(r"\log L + \max(a,b)") == "log L + max(a, b)"
