@@ -1,0 +1,278 @@
+"""Run configuration, resumable stages, the results file and the figures of hw4.ipynb.
+
+The notebook asks one question per cell; everything it needs that is not the answer
+itself lives here: which mode it runs in (QUICK smoke test or the assignment's full
+epochs), where data, checkpoints and results go, how a finished stage is reloaded
+instead of retrained, and how figures are drawn.
+
+Quick mode never writes into the full-mode folders: its results go to report/quick/ and
+its checkpoints to checkpoints/quick/ (both git-ignored).
+"""
+import copy
+import hashlib
+import inspect
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+import train_util as tu
+from FP_layers import set_zero_preserving
+from resnet20 import ResNetCIFAR
+
+QUICK_BANNER = "QUICK MODE - smoke test on a small subset, 1-2 epochs per stage: NOT results"
+PRETRAINED = Path("checkpoints/pretrained_model.pt")
+
+
+@dataclass
+class Settings:
+    """What a mode changes; everything else is the same code path."""
+    quick: bool
+    finetune_epochs: int        # Lab 2 (c), Lab 3 (c), (d): 20 in the assignment
+    prune_epochs: int           # iterative pruning steps: 10 in the assignment
+    iterative_epochs: int       # total epochs of iterative pruning: 20
+    n_train: int | None         # None: all training images
+    n_test: int | None
+    results_dir: Path
+    ckpt_dir: Path
+    recipes: dict = field(default_factory=lambda: {"faithful": tu.FAITHFUL, "improved": tu.IMPROVED})
+
+    @classmethod
+    def for_mode(cls, quick):
+        if quick:
+            return cls(True, 1, 2, 2, 1024, 500, Path("report/quick"), Path("checkpoints/quick"))
+        return cls(False, 20, 10, 20, None, None, Path("report"), Path("checkpoints"))
+
+
+def quick_from_env(default=False):
+    """HW4_QUICK=1 selects quick mode (what CI sets); unset keeps `default`."""
+    value = os.environ.get("HW4_QUICK")
+    return default if value is None else value.strip().lower() in ("1", "true", "yes")
+
+
+class Experiment:
+    """Data, pretrained model, results file and stage cache of one notebook run."""
+
+    def __init__(self, quick, data_dir=None, seed=0):
+        self.settings = s = Settings.for_mode(quick)
+        if not quick and not PRETRAINED.is_file():  # fail before loading data, with what to do
+            raise FileNotFoundError(tu.MISSING_CHECKPOINT_HELP.format(path=PRETRAINED))
+        self.seed = seed
+        torch.manual_seed(seed)
+        s.results_dir.mkdir(parents=True, exist_ok=True)
+        s.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.data = self._load_data(data_dir)
+        self.results_path = s.results_dir / "results.json"
+        self.results = self._load_results()
+        self.started = time.perf_counter()
+
+    # -- data and models ---------------------------------------------------------------
+
+    def _load_data(self, data_dir):
+        s = self.settings
+        if not s.quick:
+            return tu.load_cifar10(data_dir, download=True)
+        try:  # quick mode never waits on a download: real data if present, else synthetic
+            data = tu.load_cifar10(data_dir, download=False)
+        except tu.DataNotFoundError:
+            print("Quick mode: CIFAR-10 not found locally, using synthetic stand-in data.")
+            return tu.synthetic_cifar(512, 256, seed=self.seed)
+        return data.subset(s.n_train, s.n_test)
+
+    def model(self, Nbits=None, checkpoint=None):
+        """A ResNet-20 with `Nbits` residual blocks, loaded from `checkpoint`
+        (default: the pretrained model), on the data's device."""
+        net = ResNetCIFAR(num_layers=20, Nbits=Nbits)
+        tu.load_checkpoint(net, checkpoint or self.pretrained_path())
+        return tu.prepare_for_device(net, self.data.device)
+
+    def pretrained_path(self):
+        """The pretrained checkpoint. Quick mode without one trains a 3-epoch stand-in
+        (once per run, so CI can execute the notebook); full mode requires the real one."""
+        if PRETRAINED.is_file() or not self.settings.quick:
+            return PRETRAINED
+        stand_in = self.settings.ckpt_dir / "pretrained_standin.pt"
+        if not getattr(self, "_stand_in_trained", False):
+            print(f"Quick mode: {PRETRAINED} missing, training a 3-epoch stand-in.")
+            net = ResNetCIFAR(num_layers=20)
+            # Small batches: a few hundred images give enough steps to learn something.
+            recipe = replace(tu.PRETRAIN, batch_size=64, lr=0.05)
+            tu.fit(net, self.data, 3, recipe, seed=self.seed, desc="stand-in pretrain")
+            tu.save_checkpoint(net, stand_in)
+            self._stand_in_trained = True
+        return stand_in
+
+    def teacher(self):
+        """The dense pretrained model, frozen, as the distillation teacher of IMPROVED."""
+        net = self.model().eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+    # -- results -----------------------------------------------------------------------
+
+    def _load_results(self):
+        if self.results_path.is_file() and not self.settings.quick:
+            results = json.loads(self.results_path.read_text())
+        else:
+            results = {}
+        results["meta"] = self._meta(results.get("meta", {}))
+        return results
+
+    def _meta(self, previous):
+        env = tu.environment()
+        pretrained = self.pretrained_path()
+        meta = {
+            "mode": "quick" if self.settings.quick else "full",
+            "test_images": self.data.n_test, "test_label": self.data.test_label,
+            "train_images": len(self.data.y_train), "data_source": self.data.source,
+            "device": env["device"], "torch": env["torch"],
+            "pretrained": {"path": str(pretrained),
+                           "sha256": tu.sha256(pretrained) if pretrained.is_file() else None},
+            "recipes": {k: asdict(r) for k, r in self.settings.recipes.items()},
+            "started": previous.get("started", now()),
+        }
+        if self.settings.quick:
+            meta["banner"] = QUICK_BANNER
+        return meta
+
+    def save(self):
+        meta = self.results["meta"]
+        meta["finished"] = now()
+        meta["wall_s"] = time.perf_counter() - self.started  # this execution (stages may be reloaded)
+        tu.save_json(self.results, self.results_path)
+        return self.results_path
+
+    def record(self, key, value):
+        """Store a question's result and write the results file at once."""
+        self.results[key] = value
+        self.save()
+        return value
+
+    # -- resumable stages --------------------------------------------------------------
+
+    def stage(self, name, net, run, **fingerprint):
+        """Run `run(net) -> record` and save net's weights as checkpoints/<name>.pt, or,
+        if that stage already finished with the same settings (full mode), reload it."""
+        ckpt = self.settings.ckpt_dir / f"{name}.pt"
+        meta_path = ckpt.with_suffix(".json")
+        key = _fingerprint(self.settings, self.data, fingerprint)
+        if not self.settings.quick and ckpt.is_file() and meta_path.is_file():
+            saved = json.loads(meta_path.read_text())
+            if saved.get("fingerprint") == key:
+                tu.load_checkpoint(net, ckpt)
+                print(f"{name}: reloaded from {ckpt} (finished earlier with the same settings)")
+                return saved["record"]
+        record = run(net)
+        tu.save_checkpoint(net, ckpt)
+        tu.save_json({"fingerprint": key, "record": record}, meta_path)
+        return record
+
+    def for_each_recipe(self, name, make_net, train, **fingerprint):
+        """Run stage `<name>_<recipe>` once per recipe (faithful, improved) on a fresh
+        `make_net()`; return ({recipe: run summary}, {recipe: trained net})."""
+        summaries, nets = {}, {}
+        for recipe_name, recipe in self.settings.recipes.items():
+            net = make_net()
+            record = self.stage(f"{name}_{recipe_name}", net, lambda n: train(n, recipe),
+                                recipe=recipe, Nbits=getattr(net, "Nbits", None), **fingerprint)
+            summaries[recipe_name], nets[recipe_name] = summary(record, net), net
+        return summaries, nets
+
+    def checkpoint_of(self, name):
+        return self.settings.ckpt_dir / f"{name}.pt"
+
+
+def _fingerprint(settings, data, extra):
+    described = {"settings": {k: str(v) for k, v in asdict(settings).items()},
+                 "data": data.describe(), "extra": {k: str(v) for k, v in extra.items()}}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def summary(record, net=None):
+    """A run record with the per-layer zeros of `net` (if given) attached."""
+    record = copy.deepcopy(record)
+    if net is not None:
+        record["layer_zeros"] = tu.layer_zeros(net)
+        record["zeros_pct"] = tu.sparsity(net)
+    return record
+
+
+def zeros_kept(net, masks):
+    """True if every weight that `masks` prunes is still exactly zero."""
+    layers = tu.prunable_layers(net)
+    return all(bool((layers[n].weight[m == 0] == 0).all()) for n, m in masks.items())
+
+
+def use_zero_preserving_quantizer(net):
+    """Lab 3 (d)/(e): pruned (zero) weights stay zero through the quantizer."""
+    return set_zero_preserving(net, True)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _finish(fig, path, title):
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_curves(curves, path, title, test_label):
+    """Test accuracy per epoch for several runs: {label: history}."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, history in curves.items():
+        ax.plot(history["epoch"], history["test_acc"], marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel=f"test accuracy (%)\n{test_label}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path, title)
+
+
+def plot_layer_zeros(per_run, path, title):
+    """Grouped bars of % zeros per layer: {run label: {layer: pct}}."""
+    layers = list(next(iter(per_run.values())))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(per_run)
+    for i, (label, zeros) in enumerate(per_run.items()):
+        ax.bar([x + i * width for x in range(len(layers))], [zeros[n] for n in layers], width, label=label)
+    short = [n.replace(".conv", "").replace("body_op.", "b").replace(".0", "") for n in layers]
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(layers))], short, rotation=60, fontsize=7)
+    ax.set(ylabel="zeros (%)", ylim=(0, 100))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path, title)
+
+
+def plot_bits(accuracy_by_bits, path, title, test_label):
+    """Accuracy without finetuning against Nbits ({"fp": acc, "6": acc, ...})."""
+    labels = list(accuracy_by_bits)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bars = ax.bar(labels, [accuracy_by_bits[k] for k in labels], color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set(xlabel="Nbits of the residual blocks (fp = floating point)",
+           ylabel=f"test accuracy (%)\n{test_label}", ylim=(0, 100))
+    return _finish(fig, path, title)
+
+
+def render_source(objects, path):
+    """An image of the source code of `objects` (Lab 3 (a) asks for a screenshot)."""
+    source = "\n\n".join(inspect.getsource(o) for o in objects)
+    lines = source.splitlines()
+    fig = plt.figure(figsize=(9, 0.16 * len(lines) + 0.4))
+    fig.text(0.01, 0.99, source, family="monospace", fontsize=7.5, va="top")
+    path = Path(path)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

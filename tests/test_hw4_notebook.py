@@ -1,0 +1,68 @@
+"""Execute hw4.ipynb top to bottom in quick mode (CPU, synthetic data when CIFAR-10 is absent)
+and check what it wrote: every question's result, the invariants the labs promise (zeros
+survive finetuning and quantization), the figures, and the report built from them."""
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_DIR = ROOT / "report" / "quick"
+KEYS = ("lab2a", "lab2b", "lab2c", "lab2d", "lab2e", "timing", "lab3b", "lab3c", "lab3d", "lab3e")
+FIGURES = ("hw4_2b_layer_zeros.png", "hw4_2cd_curves.png", "hw4_2e_layer_zeros.png", "hw4_3b_bits.png",
+           "hw4_3c_curves.png", "hw4_3d_curves.png", "hw4_3e_layer_zeros.png", "ste_source.png")
+
+
+@pytest.fixture(scope="module")
+def results():
+    os.environ.update(HW4_QUICK="1", MPLBACKEND="Agg")
+    if (QUICK_DIR / "results.json").exists():
+        (QUICK_DIR / "results.json").unlink()  # a stale file must not pass for this run's output
+    nb = nbformat.read(ROOT / "hw4.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    return json.loads((QUICK_DIR / "results.json").read_text())
+
+
+def test_every_question_has_a_result_labelled_quick(results):
+    assert all(key in results for key in KEYS)
+    meta = results["meta"]
+    assert meta["mode"] == "quick" and "NOT results" in meta["banner"]
+    assert meta["test_images"] > 0 and str(meta["test_images"]) in meta["test_label"]
+
+
+def test_pruning_keeps_its_sparsity(results):
+    for q, row in results["lab2b"].items():
+        assert row["zeros_pct"] == pytest.approx(100 * float(q), abs=0.1)
+    for key in ("lab2c", "lab2d", "lab2e", "lab3e"):
+        for recipe in ("faithful", "improved"):
+            assert results[key][recipe]["zeros_pct"] == pytest.approx(80.0, abs=0.1), (key, recipe)
+    for bits in ("4", "3", "2"):
+        for recipe in ("faithful", "improved"):
+            assert results["lab3d"][bits][recipe]["zeros_pct"] >= 79.9
+
+
+def test_global_pruning_spreads_sparsity_unevenly(results):
+    for key in ("lab2e", "lab3e"):
+        zeros = results[key]["faithful"]["layer_zeros"].values()
+        assert max(zeros) - min(zeros) > 10  # per-layer pruning would give 80 everywhere
+
+
+def test_runs_report_final_and_best_apart(results):
+    run = results["lab3c"]["2"]["faithful"]
+    accs = run["history"]["test_acc"]
+    assert run["final_acc"] == accs[-1] and run["best_acc"] == max(accs)
+
+
+def test_figures_written(results):
+    for name in FIGURES:
+        assert (QUICK_DIR / name).stat().st_size > 1000, name
+
+
+def test_report_builds_from_quick_results(results):
+    from report.build import build
+    pdf = build(results_dir=QUICK_DIR, out_dir=QUICK_DIR)
+    assert Path(pdf).is_file()
