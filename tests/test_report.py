@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from pypdf import PdfReader
 
-from report.build import build, keep_together, tex_to_html, top_level_blocks
+from report.build import build
+from report.pdf import keep_together, tex_to_html, top_level_blocks
 from report.discussion import discussion
 from report.tables import NOT_RUN, QUICK_BANNER, table
 
