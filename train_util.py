@@ -19,7 +19,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """Tests for the pruning helpers in train_util.py, against torch.nn.utils.prune
 (l1_unstructured / global_unstructured), numpy, and names built from the architecture."""
 import copy
-from dataclasses import replace
 
 import numpy as np
 import pytest

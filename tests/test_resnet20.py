@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from FP_layers import FP_Conv, FP_Linear
 from resnet20 import ResNetCIFAR
