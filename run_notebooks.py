@@ -16,22 +16,30 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent
 
 
 def execute(notebook, out, env_overrides, timeout=3600):
-    """Run `notebook` in a fresh kernel (cwd = repo root) and save it, outputs included, to `out`."""
+    """Run `notebook` in a fresh kernel (cwd = repo root) and save it, outputs included, to
+    `out`. If a cell fails, the notebook with the error goes to <name>.error.ipynb instead
+    (so a failed run never overwrites a good one) and SystemExit names the error."""
     os.environ.update(env_overrides)  # the kernel inherits this process's environment
     nb = nbformat.read(notebook, as_version=4)
     start = time.perf_counter()
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # record_timing=False: re-running an unchanged notebook gives an unchanged file
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(ROOT)}})
     try:
         client.execute()
-    finally:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out)  # keep the outputs even when a cell failed, to read the error
+    except CellExecutionError as err:
+        failed = out.with_name(out.stem + ".error.ipynb")
+        nbformat.write(nb, failed)
+        raise SystemExit(f"{notebook.name} stopped with {err.ename}: {err.evalue}\n"
+                         f"(the notebook with the full traceback: {failed})") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
     print(f"{notebook.name}: executed in {time.perf_counter() - start:.0f} s -> {out}")
 
 
