@@ -22,10 +22,9 @@ import matplotlib.pyplot as plt
 import torch
 
 import train_util as tu
-from FP_layers import set_zero_preserving
+from report.tables import QUICK_BANNER  # one wording for notebook, results and report
 from resnet20 import ResNetCIFAR
 
-QUICK_BANNER = "QUICK MODE - smoke test on a small subset, 1-2 epochs per stage: NOT results"
 PRETRAINED = Path("checkpoints/pretrained_model.pt")
 
 
@@ -117,11 +116,18 @@ class Experiment:
     # -- results -----------------------------------------------------------------------
 
     def _load_results(self):
+        """Full mode keeps the results of an earlier (interrupted) run, unless they were
+        measured from another pretrained model or on other test images."""
+        results = {}
         if self.results_path.is_file() and not self.settings.quick:
             results = json.loads(self.results_path.read_text())
-        else:
+        meta = self._meta(results.get("meta", {}))
+        previous = results.get("meta", {})
+        same = lambda *path: _get(previous, *path) == _get(meta, *path)
+        if not (same("pretrained", "sha256") and same("test_label")):
             results = {}
-        results["meta"] = self._meta(results.get("meta", {}))
+            meta["started"] = now()
+        results["meta"] = meta
         return results
 
     def _meta(self, previous):
@@ -161,7 +167,8 @@ class Experiment:
         if that stage already finished with the same settings (full mode), reload it."""
         ckpt = self.settings.ckpt_dir / f"{name}.pt"
         meta_path = ckpt.with_suffix(".json")
-        key = _fingerprint(self.settings, self.data, fingerprint)
+        pretrained = self.results["meta"]["pretrained"]["sha256"]
+        key = _fingerprint(self.settings, self.data, dict(fingerprint, pretrained=pretrained))
         if not self.settings.quick and ckpt.is_file() and meta_path.is_file():
             saved = json.loads(meta_path.read_text())
             if saved.get("fingerprint") == key:
@@ -194,6 +201,12 @@ def _fingerprint(settings, data, extra):
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _get(d, *path):
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
 def now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -211,11 +224,6 @@ def zeros_kept(net, masks):
     """True if every weight that `masks` prunes is still exactly zero."""
     layers = tu.prunable_layers(net)
     return all(bool((layers[n].weight[m == 0] == 0).all()) for n, m in masks.items())
-
-
-def use_zero_preserving_quantizer(net):
-    """Lab 3 (d)/(e): pruned (zero) weights stay zero through the quantizer."""
-    return set_zero_preserving(net, True)
 
 
 # ----------------------------------------------------------------------------- figures

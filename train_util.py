@@ -102,13 +102,14 @@ def _from_npz(root):
 
 
 def _read_image_tree(split_dir):
+    """Images of split_dir/<class>/*.png in file-name order across classes (prepare.py
+    names files by their index in the official order), so that the first n images are
+    test[0:n] and a quick-mode subset holds every class."""
     from PIL import Image
-    images, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for path in sorted((split_dir / name).glob("*.png")):
-            images.append(np.asarray(Image.open(path).convert("RGB")))
-            labels.append(label)
-    return np.stack(images), np.array(labels)
+    files = sorted((path.name, label, path) for label, name in enumerate(CLASSES)
+                   for path in (split_dir / name).glob("*.png"))
+    images = [np.asarray(Image.open(path).convert("RGB")) for _, _, path in files]
+    return np.stack(images), np.array([label for _, label, _ in files])
 
 
 def _from_image_tree(root):
@@ -399,9 +400,8 @@ class TrainStep:
         self._restore(saved)
         self.opt.zero_grad()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph):  # records the step; nothing runs until replay
             self._compute(self._static_x, self._static_y)
-        self._restore(saved)  # capture does not execute, but be exact about the state
         self._cuda_graph = graph
 
 
@@ -415,12 +415,12 @@ def evaluate(net, data, batch_size=1000):
     was_training = net.training
     net.eval()
     correct, loss_sum = 0, 0.0
-    amp = data.device.type == "cuda"
+    # float32, not the bf16 of training: a fixed-point weight must reach the conv unrounded,
+    # and reported accuracies must not depend on the device. Evaluation is cheap.
     for start in range(0, data.n_test, batch_size):
         x = normalize(data.x_test[start:start + batch_size])
         y = data.y_test[start:start + batch_size]
-        with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-            logits = net(x).float()
+        logits = net(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     net.train(was_training)
@@ -436,7 +436,7 @@ def prepare_for_device(net, device):
 
 
 def fit(net, data, epochs, recipe, masks=None, before_epoch=None, teacher=None,
-        graph="auto", seed=0, desc="train", progress=True):
+        graph="auto", seed=0, desc="train", progress=True, best_from_epoch=1):
     """Train `net` on `data` for `epochs` and return a run record (see `run_record`).
 
     masks: {layer name: 0/1 tensor}; masked weights stay exactly zero throughout.
@@ -482,7 +482,7 @@ def fit(net, data, epochs, recipe, masks=None, before_epoch=None, teacher=None,
             history["zeros_pct"].append(sparsity(net, masks.keys()))
         bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.2f}% of {data.n_test}")
     bar.close()
-    return run_record(history, time.perf_counter() - start_time)
+    return run_record(history, time.perf_counter() - start_time, best_from_epoch)
 
 
 def _append(history, **values):
@@ -490,12 +490,16 @@ def _append(history, **values):
         history[key].append(value)
 
 
-def run_record(history, wall_s):
-    """Summary of a run: final and best test accuracy kept apart, plus the full history."""
+def run_record(history, wall_s, best_from_epoch=1):
+    """Summary of a run: final and best test accuracy kept apart, plus the full history.
+    The best is taken over epochs >= best_from_epoch (iterative pruning: only epochs that
+    end at the final sparsity count, not the denser ones before the last pruning step)."""
     accs = history["test_acc"]
-    best = int(np.argmax(accs))
+    first = min(best_from_epoch, len(accs)) - 1
+    best = first + int(np.argmax(accs[first:]))
     return {"final_acc": accs[-1], "best_acc": accs[best], "best_epoch": best + 1,
-            "epochs": len(accs), "history": history, "wall_s": wall_s}
+            "best_from_epoch": first + 1, "epochs": len(accs), "history": history,
+            "wall_s": wall_s}
 
 
 # ----------------------------------------------------------------------------- train / finetune / test
@@ -602,29 +606,29 @@ def masks_from_zeros(net, layers=None):
     return {name: (m.weight != 0).to(m.weight.dtype) for name, m in layers.items()}
 
 
-def layer_zeros(net, names=None):
-    """{layer name: % of exactly-zero weights}."""
+def zero_counts(net, names=None):
+    """{layer name: (exactly-zero weights, weights)} for `names` (default: all prunable)."""
     layers = prunable_layers(net)
     names = list(names) if names is not None else list(layers)
-    return {n: 100.0 * (layers[n].weight == 0).sum().item() / layers[n].weight.numel() for n in names}
+    return {n: (int((layers[n].weight == 0).sum()), layers[n].weight.numel()) for n in names}
+
+
+def layer_zeros(net, names=None):
+    """{layer name: % of exactly-zero weights}."""
+    return {n: 100.0 * z / total for n, (z, total) in zero_counts(net, names).items()}
 
 
 def sparsity(net, names=None):
     """% of exactly-zero weights over `names` (default: all prunable layers) together."""
-    layers = prunable_layers(net)
-    names = list(names) if names is not None else list(layers)
-    zeros = sum((layers[n].weight == 0).sum().item() for n in names)
-    return 100.0 * zeros / sum(layers[n].weight.numel() for n in names)
+    counts = zero_counts(net, names).values()
+    return 100.0 * sum(z for z, _ in counts) / sum(total for _, total in counts)
 
 
 def sparsity_table(net):
     """Rows (layer, shape, weights, zeros, zeros %) for every prunable layer, and a total."""
-    rows = []
-    for name, layer in prunable_layers(net).items():
-        w = layer.weight
-        zeros = int((w == 0).sum())
-        rows.append({"layer": name, "shape": tuple(w.shape), "weights": w.numel(),
-                     "zeros": zeros, "zeros_pct": 100.0 * zeros / w.numel()})
+    layers = prunable_layers(net)
+    rows = [{"layer": n, "shape": tuple(layers[n].weight.shape), "weights": total, "zeros": z,
+             "zeros_pct": 100.0 * z / total} for n, (z, total) in zero_counts(net).items()]
     total = sum(r["weights"] for r in rows)
     zeros = sum(r["zeros"] for r in rows)
     rows.append({"layer": "total", "shape": (), "weights": total, "zeros": zeros,
@@ -679,8 +683,8 @@ def iterative_prune(net, final_q=0.8, prune_epochs=10, epochs=20, use_global=Fal
         for name, mask in masks.items():  # in place: a captured graph reads these tensors
             mask.copy_(new_masks[name] if final else torch.ones_like(mask))
 
-    record = fit(net, data, epochs, recipe, masks=masks,
-                 before_epoch=before_epoch, desc="iterative prune", **fit_kwargs)
+    record = fit(net, data, epochs, recipe, masks=masks, before_epoch=before_epoch,
+                 desc="iterative prune", best_from_epoch=prune_epochs, **fit_kwargs)
     record["prune_schedule"] = schedule
     return record
 

@@ -11,7 +11,7 @@ lab3e_layers, timing, recipes.
 from __future__ import annotations
 
 NOT_RUN = "not run"
-QUICK_BANNER = "QUICK MODE — smoke test on synthetic data, not results"
+QUICK_BANNER = "QUICK MODE — smoke test on a small subset or synthetic data, not results"
 RECIPES = ("faithful", "improved")
 PRUNE_QS = ("0.4", "0.6", "0.8")
 ALL_BITS = ("6", "5", "4", "3", "2")

@@ -36,6 +36,7 @@ def full_mode_experiment(tmp_path):
     run.settings = ex.Settings(False, 1, 1, 1, None, None, tmp_path / "report", tmp_path / "ckpt")
     run.settings.ckpt_dir.mkdir(parents=True)
     run.data = tu.synthetic_cifar(32, 16, device="cpu")
+    run.results = {"meta": {"pretrained": {"sha256": "A"}}}
     return run
 
 
@@ -55,6 +56,9 @@ def test_finished_stage_is_reloaded_not_retrained(tmp_path):
     assert torch.all(net.final_fc.linear.weight == 0.5)  # the trained weights came back
     run.stage("s", ResNetCIFAR(8), train, epochs=2)  # other settings: trained again
     assert len(calls) == 2
+    run.results["meta"]["pretrained"]["sha256"] = "B"  # another pretrained model: again
+    run.stage("s", ResNetCIFAR(8), train, epochs=2)
+    assert len(calls) == 3
 
 
 def test_zeros_kept_detects_a_revived_weight():
@@ -66,3 +70,15 @@ def test_zeros_kept_detects_a_revived_weight():
     with torch.no_grad():
         layer.weight[masks[name] == 0] = 1.0
     assert not ex.zeros_kept(net, masks)
+
+
+def test_results_of_another_pretrained_model_are_not_kept(tmp_path, monkeypatch):
+    run = full_mode_experiment(tmp_path)
+    run.results_path = tmp_path / "results.json"
+    run.results_path.write_text('{"meta": {"pretrained": {"sha256": "A"}, "test_label": "t"}, '
+                                '"lab2a": {"acc": 90.0}}')
+    meta = {"pretrained": {"sha256": "A"}, "test_label": "t", "started": "x"}
+    monkeypatch.setattr(run, "_meta", lambda previous: dict(meta))
+    assert run._load_results()["lab2a"] == {"acc": 90.0}  # same model and test set: resume
+    meta["pretrained"] = {"sha256": "B"}
+    assert "lab2a" not in run._load_results()  # another model: start afresh

@@ -222,6 +222,9 @@ def test_iterative_prune_per_layer(tiny_data):
     assert zeros[0] < 5.0
     # ... from the final step on the mask is fixed
     assert zeros[1] == pytest.approx(80.0, abs=0.1) and zeros[2] == pytest.approx(80.0, abs=0.1)
+    # the best accuracy is one of a model at the final sparsity, never of the denser epoch 1
+    accs = record["history"]["test_acc"]
+    assert record["best_epoch"] >= 2 and record["best_acc"] == max(accs[1:])
 
 
 def test_iterative_prune_global(tiny_data):

@@ -486,6 +486,29 @@ def test_run_record_keeps_final_and_best_apart():
     assert record["epochs"] == 3 and record["wall_s"] == 12.5 and record["history"] is history
 
 
+def test_run_record_best_only_from_a_given_epoch():
+    history = {"epoch": [1, 2, 3], "test_acc": [90.0, 50.0, 60.0]}
+    record = tu.run_record(history, 1.0, best_from_epoch=2)
+    assert record["best_acc"] == 60.0 and record["best_epoch"] == 3
+    assert record["final_acc"] == 60.0 and record["best_from_epoch"] == 2
+
+
+def test_image_tree_is_read_in_file_order_across_classes(tmp_path, no_env):
+    """prepare.py names files by their official index: test[0:n] must be the first n files,
+    whatever their classes, so a quick-mode subset is not all airplanes."""
+    from PIL import Image
+    labels = [3, 0, 9, 3, 1, 0]
+    for split in ("train", "test"):
+        for name in CIFAR_CLASSES:
+            (tmp_path / split / name).mkdir(parents=True)
+        for index, label in enumerate(labels):
+            img = np.full((32, 32, 3), index, np.uint8)
+            Image.fromarray(img).save(tmp_path / split / CIFAR_CLASSES[label] / f"{index:05d}.png")
+    data = tu.load_cifar10(tmp_path, download=False, device="cpu")
+    assert data.y_test.tolist() == labels
+    assert data.x_test[:, 0, 0, 0].tolist() == list(range(len(labels)))
+
+
 def test_fit_is_reproducible_on_cpu(small_data):
     torch.manual_seed(1)
     a = ResNetCIFAR(8)
