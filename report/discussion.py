@@ -88,7 +88,15 @@ def _drop(acc, ref):
 def epochs(res: dict, *path: str) -> str:
     """'N epochs of ' from the faithful run record under ``path`` ('' when unknown)."""
     n = get(res, *path, "faithful", "epochs")
-    return f"{n} epochs of " if n else ""
+    return f"{n} epoch{'' if n == 1 else 's'} of " if n else ""
+
+
+def trend_words(values, falling: str, not_rising: str, mixed: str) -> str:
+    """Wording for a sequence: strictly falling, falling with ties, or neither."""
+    pairs = list(zip(values, values[1:]))
+    if all(x > y for x, y in pairs):
+        return falling
+    return not_rising if all(x >= y for x, y in pairs) else mixed
 
 
 def join(*sentences: str) -> str:
@@ -108,9 +116,9 @@ def _lab2b(res: dict) -> str:
     accs = [get(res, "lab2b", q, "acc") for q in PRUNE_QS]
     known = [a for a in accs if a is not None]
     listing = ", ".join(f"{fmt(a)}% at q = {q}" for q, a in zip(PRUNE_QS, accs))
-    falls = all(x >= y for x, y in zip(known, known[1:]))
-    trend = ("Accuracy falls monotonically as more weights are removed"
-             if falls else "Accuracy does not fall monotonically with q here")
+    trend = trend_words(known, "Accuracy falls monotonically as more weights are removed",
+                        "Accuracy does not rise as more weights are removed",
+                        "Accuracy does not fall monotonically with q here")
     base = get(res, "lab2a", "acc")
     drop = (f", and q = 0.8 is {versus(accs[2], base, 'the pretrained model')}"
             if accs[2] is not None and base is not None else "")
@@ -198,9 +206,9 @@ def _lab3c(res: dict) -> str:
     gains = versus_each([(best[b], get(res, "lab3b", b), f"at {b} bits") for b in QAT_BITS],
                         "no finetuning")
     known = [best[b] for b in QAT_BITS if best[b] is not None]
-    order = ("Fewer bits give lower accuracy even after finetuning"
-             if all(x >= y for x, y in zip(known, known[1:]))
-             else "Accuracy is not monotonic in bit width here")
+    order = trend_words(known, "Fewer bits give lower accuracy even after finetuning",
+                        "Fewer bits never give higher accuracy after finetuning",
+                        "Accuracy is not monotonic in bit width here")
     return join(f"After {epochs(res, 'lab3c', '4')}quantization-aware finetuning the best "
                 f"accuracy is "
                 f"{best_by_bits(res, 'lab3c')}.",

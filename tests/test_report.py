@@ -309,3 +309,11 @@ def test_inline_tex_to_unicode():
     assert tex_to_html(r"W=[0,-3]") == "W = [0, −3]"          # TeX-like spacing, real minus
     assert tex_to_html(r"x-\mu\nabla L") == "x − μ∇L"
     assert tex_to_html(r"\log L + \max(a,b)") == "log L + max(a, b)"
+
+
+def test_trend_wording_distinguishes_ties_from_a_fall():
+    from report.discussion import trend_words
+    words = ("falls", "does not rise", "mixed")
+    assert trend_words([90.0, 80.0, 10.0], *words) == "falls"
+    assert trend_words([9.77, 9.77, 9.77], *words) == "does not rise"
+    assert trend_words([50.0, 60.0, 10.0], *words) == "mixed"
