@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import train_util as tu
-from report.tables import QUICK_BANNER  # one wording for notebook, results and report
+from report.tables import QUICK_BANNER, get  # one wording for notebook, results and report
 from resnet20 import ResNetCIFAR
 
 PRETRAINED = Path("checkpoints/pretrained_model.pt")
@@ -123,7 +123,7 @@ class Experiment:
             results = json.loads(self.results_path.read_text())
         meta = self._meta(results.get("meta", {}))
         previous = results.get("meta", {})
-        same = lambda *path: _get(previous, *path) == _get(meta, *path)
+        same = lambda *path: get(previous, *path) == get(meta, *path)
         if not (same("pretrained", "sha256") and same("test_label")):
             results = {}
             meta["started"] = now()
@@ -165,7 +165,7 @@ class Experiment:
     def stage(self, name, net, run, **fingerprint):
         """Run `run(net) -> record` and save net's weights as checkpoints/<name>.pt, or,
         if that stage already finished with the same settings (full mode), reload it."""
-        ckpt = self.settings.ckpt_dir / f"{name}.pt"
+        ckpt = self.checkpoint_of(name)
         meta_path = ckpt.with_suffix(".json")
         pretrained = self.results["meta"]["pretrained"]["sha256"]
         key = _fingerprint(self.settings, self.data, dict(fingerprint, pretrained=pretrained))
@@ -199,12 +199,6 @@ def _fingerprint(settings, data, extra):
     described = {"settings": {k: str(v) for k, v in asdict(settings).items()},
                  "data": data.describe(), "extra": {k: str(v) for k, v in extra.items()}}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _get(d, *path):
-    for key in path:
-        d = d.get(key) if isinstance(d, dict) else None
-    return d
 
 
 def now():

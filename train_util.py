@@ -504,11 +504,6 @@ def run_record(history, wall_s, best_from_epoch=1):
 
 # ----------------------------------------------------------------------------- train / finetune / test
 
-def _course_recipe(batch_size, lr, reg, schedule, **overrides):
-    return replace(FAITHFUL, batch_size=batch_size, lr=lr, weight_decay=reg, schedule=schedule,
-                   **overrides)
-
-
 def train(net, epochs=200, batch_size=256, lr=0.1, reg=5e-4, data=None, recipe=None, **fit_kwargs):
     """Train from scratch (PRETRAIN recipe, with the given lr/batch/weight decay)."""
     recipe = recipe or replace(PRETRAIN, batch_size=batch_size, lr=lr, weight_decay=reg)
@@ -519,7 +514,7 @@ def finetune(net, epochs=20, batch_size=256, lr=0.002, reg=1e-4, data=None, reci
              **fit_kwargs):
     """Finetune with the course's settings (SGD momentum 0.875, constant lr) unless a
     `recipe` is given. Extra keyword arguments go to `fit` (masks, teacher, seed, ...)."""
-    recipe = recipe or _course_recipe(batch_size, lr, reg, "constant")
+    recipe = recipe or replace(FAITHFUL, batch_size=batch_size, lr=lr, weight_decay=reg)
     return fit(net, data or default_data(), epochs, recipe, desc="finetune", **fit_kwargs)
 
 
