@@ -4,6 +4,7 @@ data loading, checkpoints, the training engine and the command line.
 References: torch.optim.SGD, closed-form schedules, brute force over crop offsets and
 torchvision.transforms.functional, hand-built stub models and files written with PIL/numpy.
 """
+import contextlib
 import copy
 import hashlib
 import json
@@ -263,6 +264,27 @@ def test_evaluate_three_of_four():
     data = tu.CifarData(x_test, labels, x_test, labels, "stub")
     acc, _ = tu.evaluate(LookupNet(table).eval(), data)
     assert acc == 75.0
+
+
+class Tf32Probe(nn.Module):
+    """Records whether cuDNN could use TF32 while the network ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(torch.backends.cudnn.allow_tf32)
+        return torch.zeros(len(x), 10)
+
+
+def test_evaluate_runs_convolutions_in_exact_float32():
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+    data = tu.synthetic_cifar(n_train=4, n_test=5)
+    probe = Tf32Probe()
+    tu.evaluate(probe, data, batch_size=2)
+    assert probe.seen == [False, False, False]
+    assert torch.backends.cudnn.allow_tf32   # the caller's setting is back
 
 
 # ----------------------------------------------------------------------------- data loading
@@ -575,3 +597,53 @@ def test_cuda_graph_matches_eager():
                            torch.zeros(int((masks[name] == 0).sum())))
     for key in ("train_loss", "test_loss"):
         assert records[True]["history"][key][0] == pytest.approx(records[False]["history"][key][0], rel=2e-2)
+
+
+class _FakeStream:
+    """Stands in for a CUDA stream so that the capture path's warm-up runs on the CPU."""
+
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def wait_stream(self, other):
+        if self.fail:
+            raise RuntimeError("CUDA error (simulated)")
+
+
+def _no_graph():
+    raise RuntimeError("capture not supported (simulated)")
+
+
+@pytest.mark.parametrize("fail_at", ["after warm-up", "capture"])
+def test_failed_graph_capture_falls_back_to_the_eager_step(monkeypatch, fail_at):
+    # The warm-up really runs (three SGD steps on the CPU); then the capture path fails, as it
+    # could on an unsupported GPU. The step taken must be exactly the eager one, so the
+    # warm-up's updates must have been undone.
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 30 * 30, 10))
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    recipe = tu.Recipe(lr=0.05, momentum=0.9, batch_size=8)
+    eager_net, graph_net = copy.deepcopy(base), copy.deepcopy(base)
+    tu.TrainStep(eager_net, tu.SGD(eager_net.parameters(), recipe), recipe)(x, y)
+
+    step = tu.TrainStep(graph_net, tu.SGD(graph_net.parameters(), recipe), recipe)
+    step.graph = True  # as on a GPU
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _FakeStream(fail_at == "after warm-up"))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _no_graph)
+    with pytest.warns(UserWarning, match="HW4_CUDA_GRAPH=0"):
+        step(x, y)
+    assert not step.graph
+    for (key, g), e in zip(graph_net.state_dict().items(), eager_net.state_dict().values()):
+        torch.testing.assert_close(g, e, rtol=0, atol=0, msg=key)
+    with torch.no_grad():  # the step reports the accuracy of the network before its update
+        start_acc = 100.0 * (base.train()(x).argmax(1) == y).float().mean().item()
+    assert step.stats()[1] == pytest.approx(start_acc)
+
+
+def test_graph_switch(monkeypatch):
+    monkeypatch.delenv(tu.GRAPH_ENV, raising=False)
+    assert tu.graph_enabled("cuda") and not tu.graph_enabled("cpu")
+    monkeypatch.setenv(tu.GRAPH_ENV, "0")
+    assert not tu.graph_enabled("cuda")
