@@ -79,9 +79,13 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--train-images", type=int, default=20000, help="finetuning subset")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--synthetic", action="store_true", help="smoke test of this script only")
     args = parser.parse_args()
     start = time.perf_counter()
-    full = tu.load_cifar10(args.data_dir, download=False, device=tu.default_device())
+    if args.synthetic:
+        full = tu.synthetic_cifar(n_train=args.train_images, n_test=128)
+    else:
+        full = tu.load_cifar10(args.data_dir, download=False, device=tu.default_device())
     data = full.subset(args.train_images, full.n_test)
     teacher = tu.prepare_for_device(loaded(args.checkpoint), data.device).eval()
     result = {"data": data.describe(), "checkpoint": args.checkpoint,

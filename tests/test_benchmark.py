@@ -33,3 +33,25 @@ def test_epoch_time_smoke(tmp_path):
     ratio = summary["starter"]["mean_epoch_s"] / summary["engine"]["mean_epoch_s"]
     assert math.isclose(summary["ratio_a_over_b"], ratio)
     assert f"{ratio:.2f}x" in text
+
+
+@pytest.mark.smoke
+def test_real_data_check_runs_and_judges_what_holds_for_any_model(tmp_path):
+    import torch
+    from resnet20 import ResNetCIFAR
+    checkpoint, out = tmp_path / "random.pt", tmp_path / "check.json"
+    torch.manual_seed(0)
+    torch.save(ResNetCIFAR(20).state_dict(), checkpoint)
+    cmd = [sys.executable, "benchmarks/real_data_check.py", "--synthetic", "--train-images", "64",
+           "--checkpoint", str(checkpoint), "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    checks = result["checks"]
+    # An untrained model on synthetic data cannot show recovery, so the script exits 1 ...
+    assert proc.returncode == (0 if all(checks.values()) else 1), proc.stderr[-3000:]
+    # ... but pruning's zero counts hold for any weights.
+    assert checks["per-layer pruning leaves q zeros in every layer"]
+    for recipe in ("faithful", "improved"):
+        assert result["finetuning"][recipe]["pruned_0.8_zeros"] == pytest.approx(80.0, abs=0.5)
+    for name, ok in checks.items():
+        assert f"{'PASS' if ok else 'FAIL'} {name}" in proc.stdout
