@@ -220,6 +220,39 @@ def zeros_kept(net, masks):
     return all(bool((layers[n].weight[m == 0] == 0).all()) for n, m in masks.items())
 
 
+# ----------------------------------------------------------------------------- compression
+
+# (row key, label, results path of the run, Nbits, stage name); {r} is the recipe.
+COMPRESSED_MODELS = [
+    ("2c", "80 % zeros per layer, one-shot (2 c)", ("lab2c", "{r}"), None, "lab2c_{r}"),
+    ("2d", "80 % zeros per layer, iterative (2 d)", ("lab2d", "{r}"), None, "lab2d_{r}"),
+    ("2e", "80 % zeros global, iterative (2 e)", ("lab2e", "{r}"), None, "lab2e_{r}"),
+    *[(f"3c_{b}", f"{b}-bit (3 c)", ("lab3c", str(b), "{r}"), b, f"lab3c_{b}bit_{{r}}") for b in (4, 3, 2)],
+    *[(f"3d_{b}", f"80 % zeros + {b}-bit (3 d)", ("lab3d", str(b), "{r}"), b, f"lab3d_{b}bit_{{r}}")
+      for b in (4, 3, 2)],
+    ("3e", "80 % zeros global + 4-bit QAT (3 e)", ("lab3e", "{r}"), 4, "lab3e_{r}"),
+]
+
+
+def compression(run):
+    """Storage size (train_util.storage_kib) and final accuracy of every trained model,
+    read back from the stage checkpoints, next to the dense float model."""
+    dense_kib = tu.storage_kib(run.model())
+
+    def entry(acc, kib):
+        return {"final_acc": acc, "kib": kib, "smaller_x": dense_kib / kib if kib else None}
+
+    rows = {"dense": {"label": "dense float (2 a)", **{
+        r: entry(get(run.results, "lab2a", "acc"), dense_kib) for r in run.settings.recipes}}}
+    for key, label, path, nbits, stage in COMPRESSED_MODELS:
+        rows[key] = {"label": label}
+        for r in run.settings.recipes:
+            ckpt = run.checkpoint_of(stage.format(r=r))
+            kib = tu.storage_kib(run.model(Nbits=nbits, checkpoint=ckpt)) if ckpt.is_file() else None
+            rows[key][r] = entry(get(run.results, *[p.format(r=r) for p in path], "final_acc"), kib)
+    return {"dense_kib": dense_kib, "models": rows}
+
+
 # ----------------------------------------------------------------------------- figures
 
 def _finish(fig, path, title):
@@ -265,6 +298,29 @@ def plot_bits(accuracy_by_bits, path, title, test_label):
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set(xlabel="Nbits of the residual blocks (fp = floating point)",
            ylabel=f"test accuracy (%)\n{test_label}", ylim=(0, 100))
+    return _finish(fig, path, title)
+
+
+def plot_size_accuracy(compressed, path, title, test_label):
+    """Final accuracy against storage size (log scale), one marker style per recipe."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    highest = {}  # one label per model, beside its higher point
+    for recipe, marker in (("faithful", "o"), ("improved", "s")):
+        points = [(row[recipe]["kib"], row[recipe]["final_acc"], key)
+                  for key, row in compressed["models"].items()
+                  if get(row, recipe, "kib") is not None and get(row, recipe, "final_acc") is not None]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=recipe)
+        for kib, acc, key in points:
+            highest[key] = max(highest.get(key, (kib, acc)), (kib, acc), key=lambda p: p[1])
+    for i, (key, point) in enumerate(highest.items()):
+        name = key.replace("_", " ") + ("-bit" if "_" in key else "")  # 3d_2 -> 3d 2-bit
+        # alternate above/below: models of equal size (2c, 2d, 2e) would cover each other
+        ax.annotate(name, point, fontsize=7, xytext=(4, 3 if i % 2 else -9), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set(xlabel="storage size (KiB): non-zero values at Nbits + 1-bit position map",
+           ylabel=f"final test accuracy (%)\n{test_label}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _finish(fig, path, title)
 
 

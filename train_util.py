@@ -674,6 +674,37 @@ def format_sparsity_table(rows):
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- storage size
+
+def weight_storage_bits(weight, bits=None):
+    """Bits to store one weight tensor at `bits` per value (None: float32): dense, or, when
+    that is smaller, only its non-zero values plus a bitmap (1 bit per position) of where
+    they are. A quantized tensor also stores its alpha and beta as two float32."""
+    width = 32 if bits is None else bits
+    n, nonzero = weight.numel(), int(weight.count_nonzero())
+    values = min(n * width, nonzero * width + n)
+    return values + (0 if bits is None else 64)
+
+
+def storage_bits(net):
+    """Bits to store `net` for inference: each FP_Conv / FP_Linear weight as in
+    `weight_storage_bits` at that layer's Nbits, every other parameter and floating-point
+    buffer (biases, batch-norm affine and running statistics) as float32."""
+    from FP_layers import FP_Conv, FP_Linear
+    total, counted = 0, set()
+    for m in net.modules():
+        if isinstance(m, (FP_Conv, FP_Linear)):
+            weight = (m.conv if isinstance(m, FP_Conv) else m.linear).weight
+            total += weight_storage_bits(weight.detach(), m.Nbits)
+            counted.add(id(weight))
+    others = [t for t in [*net.parameters(), *net.buffers()] if id(t) not in counted]
+    return total + sum(32 * t.numel() for t in others if t.is_floating_point())
+
+
+def storage_kib(net):
+    return storage_bits(net) / 8 / 1024
+
+
 def finetune_after_prune(net, epochs=20, batch_size=256, lr=0.002, reg=1e-4, data=None,
                          recipe=None, masks=None, **fit_kwargs):
     """Finetune a pruned network keeping its zeros: the masks (default: the current

@@ -87,6 +87,7 @@ FIGURES = {
     "hw4_3d_curves.png": "test accuracy per epoch, quantization-aware finetuning of the "
                          "pruned model",
     "hw4_3e_layer_zeros.png": "zeros (%) per layer after global pruning with 4-bit QAT",
+    "hw4_compression.png": "final accuracy against storage size of every model",
 }
 
 LAB3A = r"""The STE class used for all of Lab 3 is rendered below from its source (the
@@ -298,11 +299,19 @@ def lab3_section(results: dict, rdir: Path, out_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
+def compression_section(results: dict, rdir: Path, out_dir: Path) -> str:
+    """Section 5: what pruning and quantization save in storage, and what it costs."""
+    fig = figure_row([rdir / "hw4_compression.png"], out_dir,
+                     f"Compression, {FIGURES['hw4_compression.png']}")
+    return "\n\n".join([f"# 5 Compression: storage size against accuracy{banner(results)}",
+                         table(results, "compression"), fig, discussion(results, "compression")]) + "\n"
+
+
 def report_markdown(results: dict, rdir: Path, out_dir: Path, root: Path) -> str:
     """The whole report as markdown (image links relative to ``out_dir``)."""
     sections = [title_section(results, root), tf_section(results),
                 lab1_section(results, root, out_dir), lab2_section(results, rdir, out_dir),
-                lab3_section(results, rdir, out_dir)]
+                lab3_section(results, rdir, out_dir), compression_section(results, rdir, out_dir)]
     return "\n\n".join(s.strip() for s in sections) + "\n"
 
 

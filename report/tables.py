@@ -6,7 +6,7 @@ Every caption names the test set (``meta.test_label`` and ``meta.test_images``),
 accuracy column carries ``n=<test images>``, and quick-mode captions carry ``QUICK_BANNER``.
 
 Keys: lab2a, lab2b, lab2c, lab2d, lab2e, lab2e_layers, lab3b, lab3c, lab3d, lab3e,
-lab3e_layers, timing, recipes.
+lab3e_layers, timing, recipes, compression.
 """
 from __future__ import annotations
 
@@ -200,6 +200,24 @@ def _timing(res: dict) -> str:
                         md_table(header, rows))
 
 
+def _per_recipe(row: dict | None, field: str, nd: int) -> str:
+    """One value when the recipes agree (to the shown precision), else "faithful / improved"."""
+    shown = [fmt(get(row, r, field), nd) for r in RECIPES]
+    return shown[0] if len(set(shown)) == 1 else " / ".join(shown)
+
+
+def _compression(res: dict) -> str:
+    models = get(res, "compression", "models") or {}
+    rows = [[str(row.get("label", "?")), _per_recipe(row, "kib", 1), _per_recipe(row, "smaller_x", 1)]
+            + [fmt(get(row, r, "final_acc")) for r in RECIPES] for row in models.values()]
+    if not rows:
+        return with_caption(res, "storage size and accuracy of every model", f"*Compression: {NOT_RUN}.*")
+    header = ["model", "size (KiB)", "smaller than dense (x)"] + [acc_col(res, f"{r} final") for r in RECIPES]
+    return with_caption(res, "storage size and final accuracy of every model (size: non-zero weights at "
+                             "Nbits plus a 1-bit position map, float32 for the rest; where the recipes "
+                             "differ: faithful / improved)", md_table(header, rows))
+
+
 _RECIPE_FIELDS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay",
                   "batch_size", "schedule")
 
@@ -219,7 +237,7 @@ def _recipes(res: dict) -> str:
 
 _TABLES = {
     "lab2a": _lab2a, "lab2b": _lab2b, "lab3b": _lab3b, "lab3c": _lab3c,
-    "lab3d": _lab3d, "timing": _timing, "recipes": _recipes,
+    "lab3d": _lab3d, "timing": _timing, "recipes": _recipes, "compression": _compression,
     **{k: (lambda res, k=k: _runs(res, k)) for k in _RUN_TITLES},
     **{k: (lambda res, k=k: _layers(res, k)) for k in ("lab2e_layers", "lab3e_layers")},
 }

@@ -13,9 +13,11 @@ from report.tables import QUICK_BANNER
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_DIR = ROOT / "report" / "quick"
-KEYS = ("lab2a", "lab2b", "lab2c", "lab2d", "lab2e", "timing", "lab3b", "lab3c", "lab3d", "lab3e")
+KEYS = ("lab2a", "lab2b", "lab2c", "lab2d", "lab2e", "timing", "lab3b", "lab3c", "lab3d", "lab3e",
+        "compression")
 FIGURES = ("hw4_2b_layer_zeros.png", "hw4_2cd_curves.png", "hw4_2e_layer_zeros.png", "hw4_3b_bits.png",
-           "hw4_3c_curves.png", "hw4_3d_curves.png", "hw4_3e_layer_zeros.png", "ste_source.png")
+           "hw4_3c_curves.png", "hw4_3d_curves.png", "hw4_3e_layer_zeros.png", "ste_source.png",
+           "hw4_compression.png")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,18 @@ def test_runs_report_final_and_best_apart(results):
     run = results["lab3c"]["2"]["faithful"]
     accs = run["history"]["test_acc"]
     assert run["final_acc"] == accs[-1] and run["best_acc"] == max(accs)
+
+
+def test_every_model_has_a_storage_size_in_the_expected_order(results):
+    models = results["compression"]["models"]
+    for recipe in ("faithful", "improved"):
+        kib = {key: row[recipe]["kib"] for key, row in models.items()}
+        assert all(v is not None and v > 0 for v in kib.values()), kib
+        assert kib["2c"] < kib["dense"] / 3            # 80 % zeros: 0.2*32 + 1 bits a weight
+        for bits in ("4", "3", "2"):
+            assert kib[f"3d_{bits}"] < kib[f"3c_{bits}"] < kib["dense"] / 3
+        assert kib["3c_2"] < kib["3c_3"] < kib["3c_4"]
+        assert models["2c"][recipe]["final_acc"] == results["lab2c"][recipe]["final_acc"]
 
 
 def test_figures_written(results):

@@ -238,3 +238,62 @@ def test_iterative_prune_global(tiny_data):
     assert zeros == round(0.8 * total)
     per_layer = [100.0 * float((m.weight == 0).float().mean()) for m in layers.values()]
     assert max(per_layer) - min(per_layer) > 5
+
+
+# ----------------------------------------------------------------------------- storage size
+
+from FP_layers import FP_Linear  # noqa: E402
+
+
+def linear_with_zeros(zeros, Nbits):
+    layer = FP_Linear(4, 2, Nbits=Nbits)
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.arange(1.0, 9.0).view(2, 4))
+        layer.linear.weight.view(-1)[:zeros] = 0
+    return layer
+
+
+@pytest.mark.parametrize("zeros,Nbits,expected", [
+    # 8 weights, bias of 2 floats (64 bits); quantized layers add alpha, beta (64 bits).
+    (0, None, 8 * 32 + 64),
+    (6, None, (2 * 32 + 8) + 64),           # sparse: 2 values + 8-bit bitmap < 256
+    (3, 2, 8 * 2 + 64 + 64),                # sparse 5*2 + 8 = 18 > dense 16: stays dense
+    (7, 2, (1 * 2 + 8) + 64 + 64),          # sparse 1*2 + 8 = 10 < 16
+    (8, 4, (0 + 8) + 64 + 64),
+])
+def test_storage_bits_closed_form(zeros, Nbits, expected):
+    assert tu.storage_bits(linear_with_zeros(zeros, Nbits)) == expected
+
+
+def reference_storage_bits(net, body_bits):
+    """By state-dict name: residual-block conv weights (shortcuts too) at body_bits, the
+    first conv and the classifier in float32, dense or bitmap-sparse, whichever is smaller;
+    every other floating-point entry in float32; the batch counters are not stored."""
+    total = 0
+    for key, t in net.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.endswith(("conv.weight", "linear.weight")):
+            width = body_bits if key.startswith("body_op") and body_bits else 32
+            n, nnz = t.numel(), int((t != 0).sum())
+            total += min(n * width, nnz * width + n) + (64 if width != 32 else 0)
+        else:
+            total += 32 * t.numel()
+    return total
+
+
+@pytest.mark.parametrize("Nbits,q", [(None, 0.0), (None, 0.8), (4, 0.0), (4, 0.8), (2, 0.5)])
+def test_storage_bits_of_resnet20_by_name(Nbits, q):
+    torch.manual_seed(0)
+    net = ResNetCIFAR(20, Nbits=Nbits)
+    if q:
+        tu.prune_layers_by_percentage(net, q)
+    assert tu.storage_bits(net) == reference_storage_bits(net, Nbits)
+
+
+def test_dense_float_resnet20_is_its_float_count_times_32():
+    net = ResNetCIFAR(20)
+    floats = sum(t.numel() for k, t in net.state_dict().items() if t.is_floating_point())
+    assert tu.storage_bits(net) == 32 * floats
+    assert tu.storage_kib(net) == pytest.approx(32 * floats / 8 / 1024)
+    assert 1.0e3 < tu.storage_kib(net) < 1.2e3   # ResNet-20: about 0.27 M parameters

@@ -22,12 +22,12 @@ from report.tables import NOT_RUN, QUICK_BANNER, table
 LAYERS = ["layer1.0.conv1", "layer1.0.conv2", "layer2.1.conv1", "layer3.2.conv2"]
 HW4_FIGS = ["hw4_2b_layer_zeros.png", "hw4_2cd_curves.png", "hw4_2e_layer_zeros.png",
             "hw4_3b_bits.png", "hw4_3c_curves.png", "hw4_3d_curves.png",
-            "hw4_3e_layer_zeros.png", "ste_source.png"]
+            "hw4_3e_layer_zeros.png", "ste_source.png", "hw4_compression.png"]
 TABLE_KEYS = ["lab2a", "lab2b", "lab2c", "lab2d", "lab2e", "lab2e_layers", "lab3b",
-              "lab3c", "lab3d", "lab3e", "lab3e_layers", "timing", "recipes"]
+              "lab3c", "lab3d", "lab3e", "lab3e_layers", "timing", "recipes", "compression"]
 HEADINGS = ([f"Problem 1.{i}" for i in range(1, 11)]
             + [f"Lab 1 ({q})" for q in "abcdef"] + [f"Lab 2 ({q})" for q in "abcde"]
-            + [f"Lab 3 ({q})" for q in "abcde"])
+            + [f"Lab 3 ({q})" for q in "abcde"] + ["Compression: storage size against accuracy"])
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -82,6 +82,15 @@ def make_results(mode: str = "full") -> dict:
         "lab3e": {"faithful": run(90.12, 89.87, 19, zeros=80.0, layer_zeros=lz3e),
                   "improved": run(90.55, 90.41, 20, zeros=80.0, layer_zeros=lz3e)},
         "timing": {"dense_epoch_s": 9.84, "masked_epoch_s": 10.73, "device": "NVIDIA H100"},
+        "compression": {"dense_kib": 1080.0, "models": {
+            "dense": {"label": "dense float (2 a)",
+                      **{r: {"final_acc": 91.87, "kib": 1080.0, "smaller_x": 1.0} for r in ("faithful", "improved")}},
+            "2e": {"label": "80 % zeros global, iterative (2 e)",
+                   "faithful": {"final_acc": 90.71, "kib": 270.0, "smaller_x": 4.0},
+                   "improved": {"final_acc": 91.20, "kib": 240.0, "smaller_x": 4.5}},
+            "3e": {"label": "80 % zeros global + 4-bit QAT (3 e)",
+                   "faithful": {"final_acc": 89.87, "kib": 60.0, "smaller_x": 18.0},
+                   "improved": {"final_acc": 90.41, "kib": 60.0, "smaller_x": 18.0}}}},
     }
 
 
@@ -317,3 +326,16 @@ def test_trend_wording_distinguishes_ties_from_a_fall():
     assert trend_words([90.0, 80.0, 10.0], *words) == "falls"
     assert trend_words([9.77, 9.77, 9.77], *words) == "does not rise"
     assert trend_words([50.0, 60.0, 10.0], *words) == "mixed"
+
+
+def test_compression_table_and_discussion():
+    res = make_results()
+    md = table(res, "compression")
+    assert "| dense float (2 a) | 1080.0 | 1.0 | 91.87 | 91.87 |" in md
+    assert "| 80 % zeros global, iterative (2 e) | 270.0 / 240.0 | 4.0 / 4.5 | 90.71 | 91.20 |" in md
+    assert "| 80 % zeros global + 4-bit QAT (3 e) | 60.0 | 18.0 | 89.87 | 90.41 |" in md
+    text = discussion(res, "compression")
+    assert "80 % zeros global + 4-bit QAT (3 e), takes 60.0 KiB, 18.0x less" in text
+    assert "89.87 / 90.41%" in text and "1080.0 KiB" in text
+    assert "Compression: not run" in table({}, "compression")
+    assert discussion({}, "compression") == "Compression: not run."
