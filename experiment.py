@@ -9,6 +9,7 @@ Quick mode never writes into the full-mode folders: its results go to report/qui
 its checkpoints to checkpoints/quick/ (both git-ignored).
 """
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -124,7 +125,8 @@ class Experiment:
         meta = self._meta(results.get("meta", {}))
         previous = results.get("meta", {})
         same = lambda *path: get(previous, *path) == get(meta, *path)
-        if not (same("pretrained", "sha256") and same("test_label")):
+        # other recipes: a half-finished rerun would otherwise mix old and new numbers
+        if not (same("pretrained", "sha256") and same("test_label") and same("recipes")):
             results = {}
             meta["started"] = now()
         results["meta"] = meta
@@ -168,16 +170,18 @@ class Experiment:
         ckpt = self.checkpoint_of(name)
         meta_path = ckpt.with_suffix(".json")
         pretrained = self.results["meta"]["pretrained"]["sha256"]
-        key = _fingerprint(self.settings, self.data, dict(fingerprint, pretrained=pretrained))
+        key = _fingerprint(self.settings, self.data, dict(fingerprint, pretrained=pretrained,
+                                                           code=code_fingerprint(run)))
         if not self.settings.quick and ckpt.is_file() and meta_path.is_file():
             saved = json.loads(meta_path.read_text())
-            if saved.get("fingerprint") == key:
+            # the checkpoint's hash: an interrupted rewrite must not pair new weights with an old record
+            if saved.get("fingerprint") == key and saved.get("sha256") == tu.sha256(ckpt):
                 tu.load_checkpoint(net, ckpt)
-                print(f"{name}: reloaded from {ckpt} (finished earlier with the same settings)")
+                print(f"{name}: reloaded from {ckpt} (finished earlier with the same settings and code)")
                 return saved["record"]
         record = run(net)
         tu.save_checkpoint(net, ckpt)
-        tu.save_json({"fingerprint": key, "record": record}, meta_path)
+        tu.save_json({"fingerprint": key, "sha256": tu.sha256(ckpt), "record": record}, meta_path)
         return record
 
     def for_each_recipe(self, name, make_net, train, **fingerprint):
@@ -186,7 +190,7 @@ class Experiment:
         summaries, nets = {}, {}
         for recipe_name, recipe in self.settings.recipes.items():
             net = make_net()
-            record = self.stage(f"{name}_{recipe_name}", net, lambda n: train(n, recipe),
+            record = self.stage(f"{name}_{recipe_name}", net, functools.partial(train, recipe=recipe),
                                 recipe=recipe, Nbits=getattr(net, "Nbits", None), **fingerprint)
             summaries[recipe_name], nets[recipe_name] = summary(record, net), net
         return summaries, nets
@@ -195,9 +199,29 @@ class Experiment:
         return self.settings.ckpt_dir / f"{name}.pt"
 
 
+# The code a trained stage depends on besides the notebook's own training function.
+KIT_MODULES = ("train_util.py", "FP_layers.py", "resnet20.py")
+
+
+def code_fingerprint(run):
+    """Hash of the stage's training function and of the kit's modules: after a fix in
+    either, a finished stage is trained again instead of reloaded with stale numbers."""
+    func = getattr(run, "func", run)  # functools.partial -> the notebook's function
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):  # no source available (e.g. built in a console)
+        source = func.__code__.co_code.hex() if hasattr(func, "__code__") else repr(func)
+    here = Path(__file__).resolve().parent
+    modules = "".join((here / m).read_text() for m in KIT_MODULES)
+    return hashlib.sha256((source + modules).encode()).hexdigest()[:16]
+
+
 def _fingerprint(settings, data, extra):
-    described = {"settings": {k: str(v) for k, v in asdict(settings).items()},
-                 "data": data.describe(), "extra": {k: str(v) for k, v in extra.items()}}
+    # Each stage adds its own recipe to `extra`; the settings' recipe table is left out so
+    # that changing the improved recipe does not retrain the faithful stages.
+    shared = {k: str(v) for k, v in asdict(settings).items() if k != "recipes"}
+    described = {"settings": shared, "data": data.describe(),
+                 "extra": {k: str(v) for k, v in extra.items()}}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 

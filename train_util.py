@@ -358,11 +358,11 @@ class TrainStep:
                 loss = (1 - r.distill) * loss + r.distill * soft
         loss.backward()
         with torch.no_grad():
-            for p, m in self.masked:  # pruned weights get no gradient, momentum stays 0
+            for p, m in self.masked:  # pruned weights get no gradient (their momentum decays)
                 p.grad.mul_(m)
         self.opt.step()
         with torch.no_grad():
-            for p, m in self.masked:  # and stay exactly zero after weight decay/momentum
+            for p, m in self.masked:  # and stay exactly zero despite momentum and weight decay
                 p.mul_(m)
             self.loss_sum.add_(loss.detach() * len(y))
             self.correct.add_((logits.argmax(1) == y).sum())
@@ -414,7 +414,10 @@ class TrainStep:
             with torch.cuda.graph(graph):  # records the step; nothing runs until replay
                 self._compute(self._static_x, self._static_y)
         except RuntimeError:
-            self._restore(saved)  # a failed warm-up must not leave its updates behind
+            # A failed warm-up must not leave its updates behind; first let the side stream
+            # finish, or its queued updates would land after the restore.
+            torch.cuda.synchronize()
+            self._restore(saved)
             raise
         self._cuda_graph = graph
 

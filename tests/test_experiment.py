@@ -82,3 +82,71 @@ def test_results_of_another_pretrained_model_are_not_kept(tmp_path, monkeypatch)
     assert run._load_results()["lab2a"] == {"acc": 90.0}  # same model and test set: resume
     meta["pretrained"] = {"sha256": "B"}
     assert "lab2a" not in run._load_results()  # another model: start afresh
+
+
+def set_fc(value):
+    def train(net, recipe=None):
+        with torch.no_grad():
+            net.final_fc.linear.weight.fill_(value)
+        return {"final_acc": value}
+    return train
+
+
+def test_changing_the_improved_recipe_does_not_retrain_faithful_stages(tmp_path):
+    from dataclasses import replace
+    run = full_mode_experiment(tmp_path)
+    calls = []
+    train = lambda net, recipe: calls.append(recipe) or {"final_acc": 1.0}  # noqa: E731
+    run.for_each_recipe("s", lambda: ResNetCIFAR(8), train)
+    assert len(calls) == 2
+    run.settings.recipes["improved"] = replace(tu.IMPROVED, lr=0.1)
+    run.for_each_recipe("s", lambda: ResNetCIFAR(8), train)
+    assert calls[2:] == [run.settings.recipes["improved"]]  # only the changed recipe ran
+
+
+def test_a_changed_training_function_is_trained_again(tmp_path):
+    run = full_mode_experiment(tmp_path)
+    assert run.stage("s", ResNetCIFAR(8), set_fc(0.5))["final_acc"] == 0.5
+    assert run.stage("s", ResNetCIFAR(8), set_fc(0.5))["final_acc"] == 0.5  # reloaded
+
+    def other_code(net):
+        with torch.no_grad():
+            net.final_fc.linear.weight.fill_(0.25)
+        return {"final_acc": 0.25}
+
+    net = ResNetCIFAR(8)
+    assert run.stage("s", net, other_code)["final_acc"] == 0.25
+    assert torch.all(net.final_fc.linear.weight == 0.25)
+
+
+def test_kit_code_is_part_of_the_stage_fingerprint(monkeypatch):
+    train = set_fc(0.5)
+    before = ex.code_fingerprint(train)
+    monkeypatch.setattr(ex, "KIT_MODULES", ex.KIT_MODULES[:-1])  # as if a module changed
+    assert ex.code_fingerprint(train) != before
+
+
+def test_checkpoint_that_does_not_match_its_record_is_not_reloaded(tmp_path):
+    run = full_mode_experiment(tmp_path)
+    calls = []
+
+    def train(net):
+        calls.append(1)
+        return {"final_acc": 1.0}
+
+    run.stage("s", ResNetCIFAR(8), train)
+    tu.save_checkpoint(ResNetCIFAR(8), run.checkpoint_of("s"))  # e.g. a rewrite interrupted before its record
+    run.stage("s", ResNetCIFAR(8), train)
+    assert len(calls) == 2
+
+
+def test_results_of_other_recipes_are_not_kept(tmp_path, monkeypatch):
+    run = full_mode_experiment(tmp_path)
+    run.results_path = tmp_path / "results.json"
+    run.results_path.write_text('{"meta": {"pretrained": {"sha256": "A"}, "test_label": "t", '
+                                '"recipes": {"improved": {"lr": 0.05}}}, "lab2a": {"acc": 90.0}}')
+    meta = {"pretrained": {"sha256": "A"}, "test_label": "t", "recipes": {"improved": {"lr": 0.05}}}
+    monkeypatch.setattr(run, "_meta", lambda previous: dict(meta))
+    assert "lab2a" in run._load_results()
+    meta["recipes"] = {"improved": {"lr": 0.1}}
+    assert "lab2a" not in run._load_results()
