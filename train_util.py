@@ -30,9 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: no ipywidgets needed in notebooks
 
+from FP_layers import FP_Conv, FP_Linear
+
 # ----------------------------------------------------------------------------- data
 
-GRAPH_ENV = "HW4_CUDA_GRAPH"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the course's normalisation constants
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -315,6 +316,9 @@ def distillation_loss(student_logits, teacher_logits, temperature):
                     reduction="batchmean", log_target=True) * t * t
 
 
+GRAPH_ENV = "HW4_CUDA_GRAPH"  # "0" turns CUDA graphs off (see graph_enabled)
+
+
 class TrainStep:
     """One optimisation step: forward, loss, backward, gradient masking, SGD, weight masking.
 
@@ -369,18 +373,16 @@ class TrainStep:
 
     def __call__(self, x, y):
         self.seen += len(y)
-        if not self.graph:
-            self.opt.zero_grad()
-            return self._compute(x, y)
-        if self._cuda_graph is None:
+        if self.graph and self._cuda_graph is None:
             try:
                 self._capture(x, y)
             except RuntimeError as err:  # the graph is only a fast path: the eager step is the same step
                 warnings.warn(f"CUDA graph capture failed, training continues eagerly (slower). "
                               f"Set {GRAPH_ENV}=0 to skip the attempt. Cause: {err}", stacklevel=2)
                 self.graph = False
-                self.opt.zero_grad()
-                return self._compute(x, y)
+        if not self.graph:
+            self.opt.zero_grad()
+            return self._compute(x, y)
         self._static_x.copy_(x)
         self._static_y.copy_(y)
         self._cuda_graph.replay()
@@ -480,7 +482,8 @@ def fit(net, data, epochs, recipe, masks=None, before_epoch=None, teacher=None,
     masks: {layer name: 0/1 tensor}; masked weights stay exactly zero throughout.
     before_epoch(epoch, masks): called before each epoch (1-based), e.g. to prune further;
     it must modify the masks in place. graph: capture the step in a CUDA graph ("auto":
-    on CUDA unless HW4_CUDA_GRAPH=0; a failed capture falls back to eager with a warning). The model is left as trained after the final epoch (no best-epoch reload).
+    on CUDA unless HW4_CUDA_GRAPH=0; a failed capture falls back to eager with a warning).
+    The model is left as trained after the final epoch (no best-epoch reload).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -693,7 +696,6 @@ def storage_bits(net):
     """Bits to store `net` for inference: each FP_Conv / FP_Linear weight as in
     `weight_storage_bits` at that layer's Nbits, every other parameter and floating-point
     buffer (biases, batch-norm affine and running statistics) as float32."""
-    from FP_layers import FP_Conv, FP_Linear
     total, counted = 0, set()
     for m in net.modules():
         if isinstance(m, (FP_Conv, FP_Linear)):

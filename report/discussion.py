@@ -304,7 +304,7 @@ def _compression(res: dict) -> str:
         return f"Compression: {NOT_RUN}."
     kib, key = done[0]
     row = models[key]
-    accs = " / ".join(fmt(get(row, r, "final_acc")) for r in ("faithful", "improved"))
+    accs = " / ".join(fmt(get(row, r, "final_acc")) for r in RECIPES)
     per_weight = (1 - 0.8) * 32 + 1  # bits per weight of an 80 %-sparse float layer
     return (f"The dense float model takes {fmt(dense, 1)} KiB. The smallest model, "
             f"{row.get('label', key)}, takes {fmt(kib, 1)} KiB, {fmt(dense / kib, 1)}x less, at "
