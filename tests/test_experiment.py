@@ -63,7 +63,7 @@ def test_finished_stage_is_reloaded_not_retrained(tmp_path):
 
 def test_zeros_kept_detects_a_revived_weight():
     net = ResNetCIFAR(8)
-    masks = tu.prune_layers_by_percentage(net, 0.5)
+    masks = tu.prune_layers_by_percentage(net, 50.0)
     assert ex.zeros_kept(net, masks)
     name = next(iter(masks))
     layer = tu.prunable_layers(net)[name]

@@ -11,7 +11,7 @@ import torch.nn.utils.prune as prune
 import train_util as tu
 from resnet20 import ResNetCIFAR
 
-QS = [0.0, 0.4, 0.6, 0.8, 1.0]
+QS = [0.0, 40.0, 60.0, 80.0, 100.0]  # percent, as the course starter
 
 
 def random_layers():
@@ -31,20 +31,30 @@ def expected_prunable_names(n_blocks=9):
 def test_prune_by_percentage_matches_torch_prune(q):
     for layer in random_layers():
         reference = copy.deepcopy(layer)
-        prune.l1_unstructured(reference, "weight", amount=q)
+        prune.l1_unstructured(reference, "weight", amount=q / 100)
         original = layer.weight.detach().clone()
         mask = tu.prune_by_percentage(layer, q)
         assert torch.equal(mask, reference.weight_mask)
         assert torch.equal(layer.weight.detach(), original * reference.weight_mask)
-        assert int((layer.weight == 0).sum()) == round(q * original.numel())
+        assert int((layer.weight == 0).sum()) == round(q / 100 * original.numel())
 
 
-@pytest.mark.parametrize("q", [-0.1, 1.5])
-def test_bad_fraction_raises(q):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("q,message", [
+    (-0.1, r"percentage in \[0, 100\]"), (100.5, r"percentage in \[0, 100\]"),
+    (float("nan"), r"percentage in \[0, 100\]"),
+    (0.8, r"looks like a fraction.*q=80 to prune 80 %"), (0.4, r"q=40 "),
+    ("0.8", "must be a number of percent"), ("80", "must be a number of percent"),
+    (None, "must be a number of percent"), (True, "must be a number of percent")])
+def test_bad_q_raises_with_what_to_pass(q, message):
+    with pytest.raises(ValueError, match=message):
         tu.prune_by_percentage(nn.Linear(4, 4), q)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         tu.global_prune_by_percentage(ResNetCIFAR(8), q)
+
+
+def test_integer_and_edge_percentages_are_accepted():
+    for q in (0, 1, 1.0, 80, 100):
+        tu.prune_by_percentage(nn.Linear(10, 10), q)
 
 
 def test_prune_by_std_matches_numpy():
@@ -91,13 +101,13 @@ def test_prunable_layers_of_resnet20():
     assert all(isinstance(layers[n], nn.Conv2d) for n in expected_prunable_names()[:-1])
 
 
-@pytest.mark.parametrize("q", [0.4, 0.8])
+@pytest.mark.parametrize("q", [40.0, 80.0])
 def test_global_prune_matches_torch_global_unstructured(q):
     net = ResNetCIFAR(20)
     reference = copy.deepcopy(net)
     ref_layers = tu.prunable_layers(reference)
     prune.global_unstructured([(m, "weight") for m in ref_layers.values()],
-                              pruning_method=prune.L1Unstructured, amount=q)
+                              pruning_method=prune.L1Unstructured, amount=q / 100)
     originals = {n: m.weight.detach().clone() for n, m in tu.prunable_layers(net).items()}
     masks = tu.global_prune_by_percentage(net, q)
     assert list(masks) == expected_prunable_names()
@@ -108,14 +118,14 @@ def test_global_prune_matches_torch_global_unstructured(q):
         assert torch.equal(masks[name], ref_mask), name
         assert torch.equal(layer.weight.detach(), originals[name] * ref_mask), name
         zeros += int((layer.weight == 0).sum())
-    assert zeros == round(q * total)
+    assert zeros == round(q / 100 * total)
     per_layer = tu.layer_zeros(net)
     assert max(per_layer.values()) - min(per_layer.values()) > 5  # layers differ
 
 
 def test_sparsity_helpers_and_table():
     net = ResNetCIFAR(20)
-    tu.prune_layers_by_percentage(net, 0.5)
+    tu.prune_layers_by_percentage(net, 50.0)
     with torch.no_grad():
         net.final_fc.linear.weight[:3] = 0.0       # make one layer different
     layers = tu.prunable_layers(net)
@@ -148,7 +158,7 @@ def tiny_data():
     return tu.synthetic_cifar(n_train=64, n_test=32, device="cpu")
 
 
-def pruned_net(q=0.7, depth=8):
+def pruned_net(q=70.0, depth=8):
     torch.manual_seed(11)
     net = ResNetCIFAR(depth)
     tu.prune_layers_by_percentage(net, q)
@@ -159,10 +169,10 @@ def snapshot(net):
     return {n: m.weight.detach().clone() for n, m in tu.prunable_layers(net).items()}
 
 
-def test_finetune_after_prune_keeps_zeros(tiny_data):
+def test_finetune_masked_keeps_zeros(tiny_data):
     net = pruned_net()
     before = snapshot(net)
-    record = tu.finetune_after_prune(net, epochs=1, data=tiny_data, recipe=LEAKY, progress=False)
+    record = tu.finetune_masked(net, epochs=1, data=tiny_data, recipe=LEAKY, progress=False)
     assert len(record["history"]["test_acc"]) == 1
     after = snapshot(net)
     for name, w0 in before.items():
@@ -177,31 +187,31 @@ def test_plain_finetune_revives_pruned_weights(tiny_data):
     # Control for the test above: without masks the same zeros do not survive.
     net = pruned_net()
     before = snapshot(net)
-    tu.finetune(net, epochs=1, data=tiny_data, recipe=LEAKY, progress=False)
+    tu.finetune(net, epochs=1, data=tiny_data, recipe=LEAKY, progress=False, save_best=None)
     after = snapshot(net)
     revived = sum(int((after[n][w0 == 0] != 0).sum()) for n, w0 in before.items())
     pruned = sum(int((w0 == 0).sum()) for w0 in before.values())
     assert revived > 0.5 * pruned
 
 
-def test_finetune_after_prune_explicit_masks(tiny_data):
+def test_finetune_masked_explicit_masks(tiny_data):
     # Masks given explicitly (not inferred from zeros): masked weights become and stay 0.
     torch.manual_seed(2)
     net = ResNetCIFAR(8)
     masks = {n: (torch.rand_like(m.weight) > 0.5).float() for n, m in tu.prunable_layers(net).items()}
-    tu.finetune_after_prune(net, epochs=1, data=tiny_data, recipe=LEAKY, masks=masks, progress=False)
+    tu.finetune_masked(net, epochs=1, data=tiny_data, recipe=LEAKY, masks=masks, progress=False)
     for name, m in tu.prunable_layers(net).items():
         assert torch.equal(m.weight.detach()[masks[name] == 0], torch.zeros(int((masks[name] == 0).sum())))
 
 
 def test_iterative_prune_schedule():
-    assert tu.iterative_prune_schedule(0.8, 10) == pytest.approx([0.08 * e for e in range(1, 11)])
-    assert tu.iterative_prune_schedule(0.5, 1) == pytest.approx([0.5])
+    assert tu.iterative_prune_schedule(80.0, 10) == pytest.approx([8.0 * e for e in range(1, 11)])
+    assert tu.iterative_prune_schedule(50.0, 1) == pytest.approx([50.0])
 
 
 def test_iterative_prune_bad_epochs(tiny_data):
     with pytest.raises(ValueError):
-        tu.iterative_prune(ResNetCIFAR(8), 0.8, prune_epochs=4, epochs=3, data=tiny_data)
+        tu.iterative_prune(ResNetCIFAR(8), 80.0, prune_epochs=4, epochs=3, data=tiny_data)
 
 
 RECIPE_32 = tu.Recipe(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=32)
@@ -210,9 +220,9 @@ RECIPE_32 = tu.Recipe(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=32)
 def test_iterative_prune_per_layer(tiny_data):
     torch.manual_seed(4)
     net = ResNetCIFAR(20)
-    record = tu.iterative_prune(net, final_q=0.8, prune_epochs=2, epochs=3, data=tiny_data,
+    record = tu.iterative_prune(net, final_q=80.0, prune_epochs=2, epochs=3, data=tiny_data,
                                 recipe=RECIPE_32, progress=False)
-    assert record["prune_schedule"] == pytest.approx([0.4, 0.8])
+    assert record["prune_schedule"] == pytest.approx([40.0, 80.0])
     for name, layer in tu.prunable_layers(net).items():
         n = layer.weight.numel()
         assert int((layer.weight == 0).sum()) == round(0.8 * n), name
@@ -230,7 +240,7 @@ def test_iterative_prune_per_layer(tiny_data):
 def test_iterative_prune_global(tiny_data):
     torch.manual_seed(4)
     net = ResNetCIFAR(20)
-    tu.iterative_prune(net, final_q=0.8, prune_epochs=2, epochs=3, use_global=True,
+    tu.iterative_prune(net, final_q=80.0, prune_epochs=2, epochs=3, use_global=True,
                        data=tiny_data, recipe=RECIPE_32, progress=False)
     layers = tu.prunable_layers(net)
     total = sum(m.weight.numel() for m in layers.values())
@@ -282,7 +292,7 @@ def reference_storage_bits(net, body_bits):
     return total
 
 
-@pytest.mark.parametrize("Nbits,q", [(None, 0.0), (None, 0.8), (4, 0.0), (4, 0.8), (2, 0.5)])
+@pytest.mark.parametrize("Nbits,q", [(None, 0.0), (None, 80.0), (4, 0.0), (4, 80.0), (2, 50.0)])
 def test_storage_bits_of_resnet20_by_name(Nbits, q):
     torch.manual_seed(0)
     net = ResNetCIFAR(20, Nbits=Nbits)

@@ -567,7 +567,7 @@ def test_cuda_graph_matches_eager():
     data = tu.synthetic_cifar(n_train=512, n_test=256, device="cuda")
     torch.manual_seed(0)
     base = ResNetCIFAR(20)
-    tu.prune_layers_by_percentage(base, 0.5)
+    tu.prune_layers_by_percentage(base, 50.0)
     masks = tu.masks_from_zeros(base)
     recipe = tu.Recipe(lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=64)
     start = copy.deepcopy(base.state_dict())
@@ -643,8 +643,11 @@ def test_failed_graph_capture_falls_back_to_the_eager_step(monkeypatch, fail_at)
     assert step.stats()[1] == pytest.approx(start_acc)
 
 
-def test_graph_switch(monkeypatch):
+def test_graph_is_opt_in(monkeypatch):
+    """Eager is the default on CUDA until the graph has been measured on a GPU."""
     monkeypatch.delenv(tu.GRAPH_ENV, raising=False)
+    assert not tu.graph_enabled("cuda") and not tu.graph_enabled("cpu")
+    monkeypatch.setenv(tu.GRAPH_ENV, "1")
     assert tu.graph_enabled("cuda") and not tu.graph_enabled("cpu")
     monkeypatch.setenv(tu.GRAPH_ENV, "0")
     assert not tu.graph_enabled("cuda")
