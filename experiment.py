@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import train_util as tu
+from FP_layers import FP_Conv, FP_Linear
 from report.tables import QUICK_BANNER, get  # one wording for notebook, results and report
 from resnet20 import ResNetCIFAR
 
@@ -117,22 +118,13 @@ class Experiment:
     # -- results -----------------------------------------------------------------------
 
     def _load_results(self):
-        """Full mode keeps the results of an earlier (interrupted) run, unless they were
-        measured from another pretrained model or on other test images."""
-        results = {}
-        if self.results_path.is_file() and not self.settings.quick:
-            results = json.loads(self.results_path.read_text())
-        meta = self._meta(results.get("meta", {}))
-        previous = results.get("meta", {})
-        same = lambda *path: get(previous, *path) == get(meta, *path)
-        # other recipes: a half-finished rerun would otherwise mix old and new numbers
-        if not (same("pretrained", "sha256") and same("test_label") and same("recipes")):
-            results = {}
-            meta["started"] = now()
-        results["meta"] = meta
-        return results
+        """A fresh results file for this execution. Entries are never carried over from an
+        earlier execution, whose code, checkpoints or recipes may differ: every cell writes
+        its entry again (finished stages reload in seconds), so an interrupted run leaves
+        only entries of this execution, and the report marks the rest "not run"."""
+        return {"meta": self._meta()}
 
-    def _meta(self, previous):
+    def _meta(self):
         env = tu.environment()
         pretrained = self.pretrained_path()
         meta = {
@@ -143,7 +135,8 @@ class Experiment:
             "pretrained": {"path": str(pretrained),
                            "sha256": tu.sha256(pretrained) if pretrained.is_file() else None},
             "recipes": {k: asdict(r) for k, r in self.settings.recipes.items()},
-            "started": previous.get("started", now()),
+            "training_version": tu.TRAINING_VERSION,
+            "started": now(),
         }
         if self.settings.quick:
             meta["banner"] = QUICK_BANNER
@@ -164,34 +157,91 @@ class Experiment:
 
     # -- resumable stages --------------------------------------------------------------
 
-    def stage(self, name, net, run, **fingerprint):
-        """Run `run(net) -> record` and save net's weights as checkpoints/<name>.pt, or,
-        if that stage already finished with the same settings (full mode), reload it."""
-        ckpt = self.checkpoint_of(name)
-        meta_path = ckpt.with_suffix(".json")
-        pretrained = self.results["meta"]["pretrained"]["sha256"]
-        key = _fingerprint(self.settings, self.data, dict(fingerprint, pretrained=pretrained,
-                                                           code=code_fingerprint(run)))
-        if not self.settings.quick and ckpt.is_file() and meta_path.is_file():
-            saved = json.loads(meta_path.read_text())
-            # the checkpoint's hash: an interrupted rewrite must not pair new weights with an old record
-            if saved.get("fingerprint") == key and saved.get("sha256") == tu.sha256(ckpt):
-                tu.load_checkpoint(net, ckpt)
-                print(f"{name}: reloaded from {ckpt} (finished earlier with the same settings and code)")
-                return saved["record"]
-        record = run(net)
-        tu.save_checkpoint(net, ckpt)
-        tu.save_json({"fingerprint": key, "sha256": tu.sha256(ckpt), "record": record}, meta_path)
+    def stage_key(self, name, net, **extra):
+        """What determines a stage's training: its name, the kit's TRAINING_VERSION (bumped
+        on purpose when training behaviour changes), the epochs and images of this mode,
+        the pretrained model, the data, how the network is built (Nbits and quantizer mode
+        per layer) and the stage's own settings (recipe, start checkpoint, ...). Source
+        code is deliberately not part of it: a docstring must not cost hours of retraining."""
+        s = self.settings
+        return {"stage": name, "training_version": tu.TRAINING_VERSION,
+                "mode": {"quick": s.quick, "finetune_epochs": s.finetune_epochs,
+                         "prune_epochs": s.prune_epochs, "iterative_epochs": s.iterative_epochs},
+                "pretrained": self.results["meta"]["pretrained"]["sha256"],
+                "data": self.data_identity(), "network": network_spec(net),
+                **{k: _jsonable(v) for k, v in extra.items()}}
+
+    def data_identity(self):
+        if not hasattr(self, "_data_identity"):
+            d = self.data
+            self._data_identity = {"name": d.name, "train_images": len(d.y_train),
+                                   "test_images": d.n_test,
+                                   "digest": tu.tensor_digest([d.x_train, d.y_train, d.x_test, d.y_test])}
+        return self._data_identity
+
+    def stage(self, name, net, run, keep_best=False, **extra):
+        """Run `run(net, resume=..., [best_path=...]) -> record` and save net's weights as
+        checkpoints/<name>.pt (and the best epoch's as <name>_best.pt if `keep_best`), or,
+        if that stage already finished with the same key (full mode), reload it. An
+        interrupted stage resumes after its last finished epoch."""
+        key = self.stage_key(name, net, **extra)
+        saved = self._finished_stage(name, key, keep_best)
+        if saved is not None:
+            tu.load_checkpoint(net, self.checkpoint_of(name))
+            print(f"{name}: reloaded from {self.checkpoint_of(name)} (finished earlier with the same key)")
+            return saved["record"]
+        options = {"resume": self._resume_path(name, key)}
+        if keep_best:
+            options["best_path"] = self.checkpoint_of(f"{name}_best")
+        record = run(net, **options)
+        record = dict(record, stage=name, stage_key=_digest(key))
+        files = {"final": tu.save_checkpoint(net, self.checkpoint_of(name))}
+        if keep_best:
+            files["best"] = self.checkpoint_of(f"{name}_best")
+        tu.save_json({"key": key, "sha256": {k: tu.sha256(f) for k, f in files.items()},
+                      "record": record}, self.checkpoint_of(name).with_suffix(".json"))
+        options["resume"].unlink(missing_ok=True)  # the stage is saved: its resume state is done
         return record
 
-    def for_each_recipe(self, name, make_net, train, **fingerprint):
+    def _finished_stage(self, name, key, keep_best):
+        """The saved record of stage `name` if it finished with `key` and its checkpoints are
+        the ones recorded (full mode only); else None, saying which input changed."""
+        ckpt = self.checkpoint_of(name)
+        meta_path = ckpt.with_suffix(".json")
+        if self.settings.quick or not (ckpt.is_file() and meta_path.is_file()):
+            return None
+        saved = json.loads(meta_path.read_text())
+        if saved.get("key") != key:
+            changed = sorted(k for k in set(key) | set(saved.get("key", {}))
+                             if saved.get("key", {}).get(k) != key.get(k))
+            print(f"{name}: not reusing {ckpt}, trained with other inputs (changed: {', '.join(changed)})")
+            return None
+        files = {"final": ckpt, **({"best": self.checkpoint_of(f"{name}_best")} if keep_best else {})}
+        # an interrupted rewrite must not pair new weights with an old record
+        if any(not f.is_file() or saved.get("sha256", {}).get(k) != tu.sha256(f) for k, f in files.items()):
+            print(f"{name}: not reusing {ckpt}, its checkpoint does not match its record")
+            return None
+        return saved
+
+    def _resume_path(self, name, key):
+        """Per-epoch resume state of stage `name` under `key`; states of other keys go."""
+        path = self.settings.ckpt_dir / f"{name}.{_digest(key)}.resume.pt"
+        for stale in self.settings.ckpt_dir.glob(f"{name}.*.resume.pt"):
+            if stale != path:
+                stale.unlink()
+        return path
+
+    def for_each_recipe(self, name, make_net, train, sources=None, keep_best=False, **extra):
         """Run stage `<name>_<recipe>` once per recipe (faithful, improved) on a fresh
-        `make_net()`; return ({recipe: run summary}, {recipe: trained net})."""
+        network and return ({recipe: run summary}, {recipe: trained net}). The network is
+        `make_net()`, or `make_net(sources[recipe])` when each recipe starts from its own
+        checkpoint (whose SHA-256 becomes part of the stage key)."""
         summaries, nets = {}, {}
         for recipe_name, recipe in self.settings.recipes.items():
-            net = make_net()
+            source = {} if sources is None else {"source": tu.sha256(sources[recipe_name])}
+            net = make_net() if sources is None else make_net(sources[recipe_name])
             record = self.stage(f"{name}_{recipe_name}", net, functools.partial(train, recipe=recipe),
-                                recipe=recipe, Nbits=getattr(net, "Nbits", None), **fingerprint)
+                                keep_best=keep_best, recipe=recipe, **source, **extra)
             summaries[recipe_name], nets[recipe_name] = summary(record, net), net
         return summaries, nets
 
@@ -199,30 +249,22 @@ class Experiment:
         return self.settings.ckpt_dir / f"{name}.pt"
 
 
-# The code a trained stage depends on besides the notebook's own training function.
-KIT_MODULES = ("train_util.py", "FP_layers.py", "resnet20.py")
+def network_spec(net):
+    """How a network is built, as far as training depends on it: per FP layer its Nbits
+    and whether its quantizer preserves zeros (e.g. the switch of Lab 3 d/e)."""
+    return {name: {"Nbits": m.Nbits, "zero_preserving": m.zero_preserving}
+            for name, m in net.named_modules() if isinstance(m, (FP_Conv, FP_Linear))}
 
 
-def code_fingerprint(run):
-    """Hash of the stage's training function and of the kit's modules: after a fix in
-    either, a finished stage is trained again instead of reloaded with stale numbers."""
-    func = getattr(run, "func", run)  # functools.partial -> the notebook's function
-    try:
-        source = inspect.getsource(func)
-    except (OSError, TypeError):  # no source available (e.g. built in a console)
-        source = func.__code__.co_code.hex() if hasattr(func, "__code__") else repr(func)
-    here = Path(__file__).resolve().parent
-    modules = "".join((here / m).read_text() for m in KIT_MODULES)
-    return hashlib.sha256((source + modules).encode()).hexdigest()[:16]
+def _jsonable(value):
+    """Stage settings as JSON values (a Recipe becomes its fields)."""
+    if isinstance(value, tu.Recipe):
+        return asdict(value)
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
-def _fingerprint(settings, data, extra):
-    # Each stage adds its own recipe to `extra`; the settings' recipe table is left out so
-    # that changing the improved recipe does not retrain the faithful stages.
-    shared = {k: str(v) for k, v in asdict(settings).items() if k != "recipes"}
-    described = {"settings": shared, "data": data.describe(),
-                 "extra": {k: str(v) for k, v in extra.items()}}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+def _digest(key):
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def now():
@@ -242,6 +284,46 @@ def zeros_kept(net, masks):
     """True if every weight that `masks` prunes is still exactly zero."""
     layers = tu.prunable_layers(net)
     return all(bool((layers[n].weight[m == 0] == 0).all()) for n, m in masks.items())
+
+
+# ----------------------------------------------------------------------------- questions
+
+SPARSE_RUNS = ("lab2c", "lab2d", "lab2e")  # the 80 %-sparse Lab 2 runs
+
+
+def best_sparse_sources(run):
+    """Per recipe, the 80 %-sparse Lab 2 run with the highest best-epoch accuracy (ties:
+    the earlier question) and the checkpoint of that best epoch: where Lab 3 (d) starts."""
+    sources = {}
+    for recipe in run.settings.recipes:
+        candidates = [(get(run.results, q, recipe, "best_acc"), -i, q)
+                      for i, q in enumerate(SPARSE_RUNS) if get(run.results, q, recipe) is not None]
+        if not candidates:
+            raise RuntimeError(f"Lab 3 (d) needs the Lab 2 (c)-(e) results of the {recipe} recipe: "
+                               f"run the Lab 2 cells first")
+        acc, _, question = max(candidates)
+        record = run.results[question][recipe]
+        sources[recipe] = {"question": question, "stage": f"{question}_{recipe}",
+                           "checkpoint": f"{question}_{recipe}_best", "acc": acc,
+                           "best_epoch": record["best_epoch"], "final_acc": record["final_acc"]}
+    return sources
+
+
+def time_dense_vs_masked(run, batches=20):
+    """Seconds per training epoch of the dense and of the 80 %-pruned (masked) model, on
+    the same `batches` batches (the second of two passes, so start-up is excluded), scaled
+    to the whole training set: the training-time evidence for True/False 1.2."""
+    recipe = tu.FAITHFUL
+    n = min(len(run.data.y_train), batches * recipe.batch_size)
+    subset = run.data.subset(n, run.data.n_test)
+    dense = tu.fit(run.model(), subset, 2, recipe, progress=False)
+    pruned = run.model()
+    masks = tu.prune_layers_by_percentage(pruned, 80.0)
+    masked = tu.fit(pruned, subset, 2, recipe, masks=masks, progress=False)
+    scale = len(run.data.y_train) / n
+    return {"dense_epoch_s": dense["history"]["epoch_s"][-1] * scale,
+            "masked_epoch_s": masked["history"]["epoch_s"][-1] * scale,
+            "measured_images": n, "device": run.results["meta"]["device"]}
 
 
 # ----------------------------------------------------------------------------- compression

@@ -1,6 +1,6 @@
 """Execute the kit's notebooks top to bottom and build the report.
 
-    python run_notebooks.py           # full mode: Lab 1, hw4 (GPU + CIFAR-10), report/report.pdf
+    python run_notebooks.py           # full mode: Lab 1, hw4 (CIFAR-10), report/report.pdf
     python run_notebooks.py --quick   # CPU smoke test: everything lands in report/quick/
 
 Full mode executes the notebooks in place (their outputs are the submission). Quick mode
@@ -16,15 +16,18 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 ROOT = Path(__file__).resolve().parent
+QUICK_CELL_TIMEOUT_S = 1800
 
 
-def execute(notebook, out, env_overrides, timeout=3600):
+def execute(notebook, out, env_overrides, timeout=None):
     """Run `notebook` in a fresh kernel (cwd = repo root) and save it, outputs included, to
-    `out`. If a cell fails, the notebook with the error goes to <name>.error.ipynb instead
-    (so a failed run never overwrites a good one) and SystemExit names the error."""
+    `out`. `timeout`: seconds per cell, None for no limit (a full-mode cell trains several
+    stages: hours on a CPU). Any failure (an error in a cell, a cell timeout, a dead kernel,
+    Ctrl-C) leaves the notebook as far as it ran in <name>.error.ipynb, so a failed run never
+    overwrites a good one, and exits with a one-line reason."""
     os.environ.update(env_overrides)  # the kernel inherits this process's environment
     nb = nbformat.read(notebook, as_version=4)
     start = time.perf_counter()
@@ -33,14 +36,27 @@ def execute(notebook, out, env_overrides, timeout=3600):
                             resources={"metadata": {"path": str(ROOT)}})
     try:
         client.execute()
-    except CellExecutionError as err:
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - every failure is reported alike
         failed = out.with_name(out.stem + ".error.ipynb")
+        failed.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, failed)
-        raise SystemExit(f"{notebook.name} stopped with {err.ename}: {err.evalue}\n"
-                         f"(the notebook with the full traceback: {failed})") from None
+        raise SystemExit(f"{notebook.name} stopped: {failure_reason(err, timeout)} "
+                         f"(the notebook as far as it ran: {failed})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
     print(f"{notebook.name}: executed in {time.perf_counter() - start:.0f} s -> {out}")
+
+
+def failure_reason(err, timeout):
+    """One line saying why execution stopped."""
+    if isinstance(err, CellExecutionError):
+        return f"{err.ename}: {str(err.evalue).splitlines()[0] if err.evalue else ''}"
+    if isinstance(err, CellTimeoutError):
+        return f"a cell ran longer than its {timeout} s limit (CellTimeoutError)"
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt); finished stages and epochs resume on the next run"
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0] if first else ''}"
 
 
 def main(argv=None):
@@ -52,13 +68,15 @@ def main(argv=None):
                         help="e.g. on a GPU machine without the PDF packages; run python -m report later")
     args = parser.parse_args(argv)
     env = {"HW4_QUICK": "1" if args.quick else "0"}
+    # quick mode is a smoke test that must finish; full mode may train for hours per cell
+    timeout = QUICK_CELL_TIMEOUT_S if args.quick else None
     results_dir = ROOT / ("report/quick" if args.quick else "report")
     if not args.skip_lab1:  # Lab 1 is exact and takes seconds: it has no quick mode
         lab1 = ROOT / "lab1_sparse_linear.ipynb"
-        execute(lab1, results_dir / "lab1_executed.ipynb" if args.quick else lab1, env)
+        execute(lab1, results_dir / "lab1_executed.ipynb" if args.quick else lab1, env, timeout)
     if not args.skip_hw4:
         hw4 = ROOT / "hw4.ipynb"
-        execute(hw4, results_dir / "hw4_quick.ipynb" if args.quick else hw4, env)
+        execute(hw4, results_dir / "hw4_quick.ipynb" if args.quick else hw4, env, timeout)
     if not args.skip_report:
         subprocess.run([sys.executable, "-m", "report", "--results-dir", str(results_dir)],
                        cwd=ROOT, check=True)

@@ -22,9 +22,9 @@ from FP_layers import FP_Conv, FP_Linear
 from cifar import (CIFAR_MEAN, CIFAR_STD, CLASSES, NO_DATA_HELP, CifarData,  # noqa: F401
                    DataNotFoundError, default_data, default_device, load_cifar10, normalize,
                    random_crop, random_flip, synthetic_cifar, train_batches)
-from engine import (FAITHFUL, GRAPH_ENV, IMPROVED, PRETRAIN, SGD, NonFiniteLossError,  # noqa: F401
-                    Recipe, ResumeState, TrainStep, distillation_loss, evaluate,
-                    exact_float32_convs, fit, fit_fingerprint, graph_enabled,
+from engine import (FAITHFUL, GRAPH_ENV, IMPROVED, PRETRAIN, SGD, TRAINING_VERSION,  # noqa: F401
+                    NonFiniteLossError, Recipe, ResumeState, TrainStep, distillation_loss,
+                    evaluate, exact_float32_convs, fit, fit_fingerprint, graph_enabled,
                     prepare_for_device, run_record, tensor_digest)
 from fileio import (MISSING_CHECKPOINT_HELP, CheckpointError, atomic_write_bytes,  # noqa: F401
                     environment, load_checkpoint, read_state_dict, save_checkpoint, save_json,

@@ -6,10 +6,9 @@ so the prose never contradicts the tables. A missing key gives "<question>: not 
 """
 from __future__ import annotations
 
-import re
 
 from report.tables import (ALL_BITS, NOT_RUN, PRUNE_QS, QAT_BITS, QUICK_BANNER, RECIPES,
-                           fmt, get, is_quick, question, test_set)
+                           fmt, get, is_quick, question, source_label, test_set)
 
 # differences smaller than this (in points) are called "level"
 TIE = 0.005
@@ -115,12 +114,12 @@ def _lab2a(res: dict) -> str:
 def _lab2b(res: dict) -> str:
     accs = [get(res, "lab2b", q, "acc") for q in PRUNE_QS]
     known = [a for a in accs if a is not None]
-    listing = ", ".join(f"{fmt(a)}% at q = {q}" for q, a in zip(PRUNE_QS, accs))
+    listing = ", ".join(f"{fmt(a)}% at q = {q} %" for q, a in zip(PRUNE_QS, accs))
     trend = trend_words(known, "Accuracy falls monotonically as more weights are removed",
                         "Accuracy does not rise as more weights are removed",
                         "Accuracy does not fall monotonically with q here")
     base = get(res, "lab2a", "acc")
-    drop = (f", and q = 0.8 is {versus(accs[2], base, 'the pretrained model')}"
+    drop = (f", and q = 80 % is {versus(accs[2], base, 'the pretrained model')}"
             if accs[2] is not None and base is not None else "")
     return (f"Pruning every layer at its own q-th magnitude percentile, without finetuning, "
             f"gives {listing}. {trend}{drop}: without retraining the remaining weights cannot "
@@ -140,8 +139,8 @@ def preserved(zeros: list, ref) -> str:
 
 def _lab2c(res: dict) -> str:
     before = get(res, "lab2c", "zeros_before")
-    start = get(res, "lab2b", "0.8", "acc")
-    opening = (f"One-shot pruning to q = 0.8 zeroed {fmt(before, 1)}% of the pruned layers' "
+    start = get(res, "lab2b", "80", "acc")
+    opening = (f"One-shot pruning by q = 80 % zeroed {fmt(before, 1)}% of the pruned layers' "
                f"weights" + (f" and left {fmt(start)}% accuracy" if start is not None else "")
                + ".")
     kept = preserved([get(res, "lab2c", r, "zeros_pct") for r in RECIPES], before)
@@ -218,52 +217,52 @@ def _lab3c(res: dict) -> str:
 
 
 def _lab3d(res: dict) -> str:
-    start, fp = get(res, "lab3d", "start_acc"), get(res, "lab3b", "fp")
+    fp = get(res, "lab3b", "fp")
+    starts = []
+    for r in RECIPES:
+        src = get(res, "lab3d", "sources", r)
+        if isinstance(src, dict):
+            zeros = get(res, src.get("question"), r, "zeros_pct")
+            zeros = f", {fmt(zeros, 1)}% zeros" if zeros is not None else ""
+            starts.append(f"the {r} column from {source_label(src)}{zeros} "
+                          f"({fmt(get(src, 'acc'))}%)")
+    opening = ("Each recipe starts from its own best Lab 2 model: " + "; ".join(starts) + "."
+               if starts else "")
     parts = []
     for b in QAT_BITS:
-        sparse = _drop(get(res, "lab3d", b, "before"), start)
+        sparse = _drop(get(res, "lab3d", b, "before", "faithful"),
+                       get(res, "lab3d", "sources", "faithful", "acc"))
         dense = _drop(get(res, "lab3b", b), fp)
         if sparse is not None and dense is not None:
             size = above_below(sparse - dense, "a larger", "a smaller", "the same")
             parts.append(f"{fmt(sparse)} points at {b} bits vs. {fmt(dense)} for the dense "
                          f"model ({size} drop)")
-    drops = ("Quantizing without finetuning costs the sparse model " + "; ".join(parts) + "."
-             if parts else "")
+    drops = ("Quantizing without finetuning costs the faithful sparse model " + "; ".join(parts)
+             + "." if parts else "")
     vs_c = versus_each([(get(res, "lab3d", b, "faithful", "best_acc"),
                          get(res, "lab3c", b, "faithful", "best_acc"), f"at {b} bits")
                         for b in QAT_BITS], "dense QAT (Lab 3 (c))")
-    label, run = source_run(res)
-    zeros = f", {fmt(get(run, 'zeros_pct'), 1)}% zeros" if get(run, "zeros_pct") is not None else ""
-    return join(f"The pruned starting model ({label}{zeros}) scores {fmt(start)}%.",
-                drops,
+    return join(opening, drops,
                 f"After finetuning the best accuracy is {best_by_bits(res, 'lab3d')}.",
-                f"With the faithful recipe that is {vs_c}." if vs_c else "",
+                f"With the faithful recipe (faithful start, faithful finetuning) that is {vs_c}."
+                if vs_c else "",
                 _lab3d_zeros(res))
 
 
-def source_run(res: dict) -> tuple[str, dict | None]:
-    """The Lab 2 run that Lab 3 (d) started from: ("Lab 2 (c), faithful recipe", R)."""
-    src = get(res, "lab3d", "source") or "lab2c_faithful"   # the usual choice
-    m = re.fullmatch(r"(lab2[a-e])_(\w+)", str(src))
-    if not m:
-        return str(src), None
-    return f"{question(m.group(1))}, {m.group(2)} recipe", get(res, m.group(1), m.group(2))
-
-
 def _lab3d_zeros(res: dict) -> str:
-    """Did the zero-preserving quantizer keep the source model's sparsity?"""
-    label, run = source_run(res)
-    ref = get(run, "zeros_pct")
-    if ref is None:
-        ref = get(res, "lab2c", "zeros_before")
-    zs = [get(res, "lab3d", b, "faithful", "zeros_pct") for b in QAT_BITS]
-    zs = [z for z in zs if z is not None]
-    if ref is None or not zs:
-        return ""
-    kept = all(abs(z - ref) < ZERO_TOL for z in zs)
-    zeros = "/".join(fmt(z, 1) for z in zs)
-    return (f"The finetuned quantized models hold {zeros}% zeros vs. {fmt(ref, 1)}% in the "
-            f"starting model, so the zeros were " + ("preserved." if kept else "NOT preserved."))
+    """Did the zero-preserving quantizer keep each start model's sparsity?"""
+    sentences = []
+    for r in RECIPES:
+        src = get(res, "lab3d", "sources", r)
+        ref = get(res, get(src, "question") or "", r, "zeros_pct") if isinstance(src, dict) else None
+        zs = [z for z in (get(res, "lab3d", b, r, "zeros_pct") for b in QAT_BITS) if z is not None]
+        if ref is None or not zs:
+            continue
+        kept = all(abs(z - ref) < ZERO_TOL for z in zs)
+        sentences.append(f"{r}: {'/'.join(fmt(z, 1) for z in zs)}% vs. {fmt(ref, 1)}% in its start "
+                         f"model, " + ("preserved" if kept else "NOT preserved"))
+    return ("Zeros after finetuning (4/3/2 bits): " + "; ".join(sentences) + "."
+            if sentences else "")
 
 
 def _lab3e(res: dict) -> str:

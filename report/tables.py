@@ -13,7 +13,7 @@ from __future__ import annotations
 NOT_RUN = "not run"
 QUICK_BANNER = "QUICK MODE — smoke test on a small subset or synthetic data, not results"
 RECIPES = ("faithful", "improved")
-PRUNE_QS = ("0.4", "0.6", "0.8")
+PRUNE_QS = ("40", "60", "80")  # percent, as the course starter's q
 ALL_BITS = ("6", "5", "4", "3", "2")
 QAT_BITS = ("4", "3", "2")
 
@@ -97,7 +97,7 @@ def _lab2b(res: dict) -> str:
         acc = get(res, "lab2b", q, "acc")
         drop = None if acc is None or base is None else base - acc
         rows.append([q, fmt(acc), fmt(get(res, "lab2b", q, "zeros_pct"), 1), fmt(drop)])
-    header = ["q", acc_col(res), "zeros (%)", "drop vs. pretrained (points)"]
+    header = ["q (%)", acc_col(res), "zeros (%)", "drop vs. pretrained (points)"]
     return with_caption(res, "Lab 2 (b) layer-wise pruning by percentile, no finetuning",
                         md_table(header, rows))
 
@@ -116,7 +116,7 @@ def recipe_header(res: dict, first: str = "recipe") -> list[str]:
 
 
 _RUN_TITLES = {
-    "lab2c": "Lab 2 (c) one-shot pruning (q = 0.8), then masked finetuning",
+    "lab2c": "Lab 2 (c) one-shot pruning (q = 80 %), then masked finetuning",
     "lab2d": "Lab 2 (d) iterative pruning (8e% before epoch e), then finetuning",
     "lab2e": "Lab 2 (e) global iterative pruning to 80%",
     "lab3e": "Lab 3 (e) global iterative pruning to 80% with 4-bit QAT",
@@ -176,18 +176,28 @@ def _lab3c(res: dict) -> str:
 
 
 def _lab3d(res: dict) -> str:
-    rows = [["start (pruned, fp)", fmt(get(res, "lab3d", "start_acc"))] + [""] * 5]
+    sources = [get(res, "lab3d", "sources", r) for r in RECIPES]
+    rows = [["start model", " / ".join(source_label(src) for src in sources)] + [""] * 5,
+            ["start (pruned, fp)", " / ".join(fmt(get(src, "acc")) for src in sources)] + [""] * 5]
     for b in QAT_BITS:
         runs = [get(res, "lab3d", b, r) for r in RECIPES]
+        before = " / ".join(fmt(get(res, "lab3d", b, "before", r)) for r in RECIPES)
         zeros = " / ".join(fmt(get(r, "zeros_pct"), 1) for r in runs)
-        rows.append([b, fmt(get(res, "lab3d", b, "before"))]
-                    + [fmt(get(r, k)) for r in runs for k in ("best_acc", "final_acc")]
+        rows.append([b, before] + [fmt(get(r, k)) for r in runs for k in ("best_acc", "final_acc")]
                     + [zeros])
-    header = (["Nbits", acc_col(res, "before finetune")]
+    header = (["Nbits", acc_col(res, "before finetune, faithful / improved")]
               + [acc_col(res, f"{r} {k}") for r in RECIPES for k in ("best", "final")]
               + ["zeros (%) faithful / improved"])
-    return with_caption(res, "Lab 3 (d) quantizing the pruned model (zero-preserving)",
-                        md_table(header, rows))
+    return with_caption(res, "Lab 3 (d) quantizing the pruned model (zero-preserving); each recipe "
+                        "starts from its own best Lab 2 model", md_table(header, rows))
+
+
+def source_label(src) -> str:
+    """'Lab 2 (d) best epoch 14' for a Lab 3 (d) source entry, or "not run"."""
+    if not isinstance(src, dict) or "question" not in src:
+        return NOT_RUN
+    q = src["question"]
+    return f"Lab 2 ({q[-1]}) best epoch {src.get('best_epoch', '?')}"
 
 
 def _timing(res: dict) -> str:

@@ -1,6 +1,8 @@
 """experiment.py: mode selection, the clear error for a missing checkpoint, resumable stages."""
-import torch
+import json
+
 import pytest
+import torch
 
 import experiment as ex
 import train_util as tu
@@ -40,24 +42,28 @@ def full_mode_experiment(tmp_path):
     return run
 
 
+def set_fc(value, calls=None):
+    def train(net, recipe=None, **fit_options):
+        if calls is not None:
+            calls.append(recipe)
+        with torch.no_grad():
+            net.final_fc.linear.weight.fill_(value)
+        return {"final_acc": value}
+    return train
+
+
 def test_finished_stage_is_reloaded_not_retrained(tmp_path):
     run, calls = full_mode_experiment(tmp_path), []
-
-    def train(net):
-        calls.append(1)
-        with torch.no_grad():
-            net.final_fc.linear.weight.fill_(0.5)
-        return {"final_acc": 1.0}
-
-    first = run.stage("s", ResNetCIFAR(8), train, epochs=1)
+    first = run.stage("s", ResNetCIFAR(8), set_fc(0.5, calls), epochs=1)
     net = ResNetCIFAR(8)
-    second = run.stage("s", net, train, epochs=1)
+    second = run.stage("s", net, set_fc(0.5, calls), epochs=1)
     assert len(calls) == 1 and first == second
+    assert first["stage"] == "s" and len(first["stage_key"]) == 16  # results name their stage
     assert torch.all(net.final_fc.linear.weight == 0.5)  # the trained weights came back
-    run.stage("s", ResNetCIFAR(8), train, epochs=2)  # other settings: trained again
+    run.stage("s", ResNetCIFAR(8), set_fc(0.5, calls), epochs=2)  # other settings: trained again
     assert len(calls) == 2
     run.results["meta"]["pretrained"]["sha256"] = "B"  # another pretrained model: again
-    run.stage("s", ResNetCIFAR(8), train, epochs=2)
+    run.stage("s", ResNetCIFAR(8), set_fc(0.5, calls), epochs=2)
     assert len(calls) == 3
 
 
@@ -72,81 +78,130 @@ def test_zeros_kept_detects_a_revived_weight():
     assert not ex.zeros_kept(net, masks)
 
 
-def test_results_of_another_pretrained_model_are_not_kept(tmp_path, monkeypatch):
+def test_results_of_an_earlier_execution_are_never_reused(tmp_path, monkeypatch):
+    """An interrupted earlier run (maybe older code) must not leave entries that the report
+    prints beside this run's: every execution starts its results afresh."""
     run = full_mode_experiment(tmp_path)
     run.results_path = tmp_path / "results.json"
     run.results_path.write_text('{"meta": {"pretrained": {"sha256": "A"}, "test_label": "t"}, '
-                                '"lab2a": {"acc": 90.0}}')
-    meta = {"pretrained": {"sha256": "A"}, "test_label": "t", "started": "x"}
-    monkeypatch.setattr(run, "_meta", lambda previous: dict(meta))
-    assert run._load_results()["lab2a"] == {"acc": 90.0}  # same model and test set: resume
-    meta["pretrained"] = {"sha256": "B"}
-    assert "lab2a" not in run._load_results()  # another model: start afresh
-
-
-def set_fc(value):
-    def train(net, recipe=None):
-        with torch.no_grad():
-            net.final_fc.linear.weight.fill_(value)
-        return {"final_acc": value}
-    return train
+                                '"lab2a": {"acc": 90.0}, "lab3d": {"source": "lab2c_improved"}}')
+    monkeypatch.setattr(run, "_meta", lambda: {"pretrained": {"sha256": "A"}, "test_label": "t"})
+    results = run._load_results()
+    assert set(results) == {"meta"}
 
 
 def test_changing_the_improved_recipe_does_not_retrain_faithful_stages(tmp_path):
     from dataclasses import replace
     run = full_mode_experiment(tmp_path)
     calls = []
-    train = lambda net, recipe: calls.append(recipe) or {"final_acc": 1.0}  # noqa: E731
-    run.for_each_recipe("s", lambda: ResNetCIFAR(8), train)
+    run.for_each_recipe("s", lambda: ResNetCIFAR(8), set_fc(1.0, calls))
     assert len(calls) == 2
     run.settings.recipes["improved"] = replace(tu.IMPROVED, lr=0.1)
-    run.for_each_recipe("s", lambda: ResNetCIFAR(8), train)
+    run.for_each_recipe("s", lambda: ResNetCIFAR(8), set_fc(1.0, calls))
     assert calls[2:] == [run.settings.recipes["improved"]]  # only the changed recipe ran
 
 
-def test_a_changed_training_function_is_trained_again(tmp_path):
-    run = full_mode_experiment(tmp_path)
-    assert run.stage("s", ResNetCIFAR(8), set_fc(0.5))["final_acc"] == 0.5
-    assert run.stage("s", ResNetCIFAR(8), set_fc(0.5))["final_acc"] == 0.5  # reloaded
+def test_code_changes_alone_do_not_retrain(tmp_path):
+    """A docstring or refactor must not cost hours: the key holds no source code."""
+    run, calls = full_mode_experiment(tmp_path), []
+    run.stage("s", ResNetCIFAR(8), set_fc(0.5, calls))
 
-    def other_code(net):
-        with torch.no_grad():
-            net.final_fc.linear.weight.fill_(0.25)
-        return {"final_acc": 0.25}
-
+    def rewritten(net, **fit_options):  # another function, same training inputs
+        calls.append("rewritten")
+        return {"final_acc": 0.0}
     net = ResNetCIFAR(8)
-    assert run.stage("s", net, other_code)["final_acc"] == 0.25
-    assert torch.all(net.final_fc.linear.weight == 0.25)
+    assert run.stage("s", net, rewritten)["final_acc"] == 0.5
+    assert calls == [None] and torch.all(net.final_fc.linear.weight == 0.5)
 
 
-def test_kit_code_is_part_of_the_stage_fingerprint(monkeypatch):
-    train = set_fc(0.5)
-    before = ex.code_fingerprint(train)
-    monkeypatch.setattr(ex, "KIT_MODULES", ex.KIT_MODULES[:-1])  # as if a module changed
-    assert ex.code_fingerprint(train) != before
+def test_training_version_bump_retrains_and_says_what_changed(tmp_path, monkeypatch, capsys):
+    run, calls = full_mode_experiment(tmp_path), []
+    run.stage("s", ResNetCIFAR(8), set_fc(0.5, calls))
+    monkeypatch.setattr(tu, "TRAINING_VERSION", tu.TRAINING_VERSION + 1)
+    run.stage("s", ResNetCIFAR(8), set_fc(0.5, calls))
+    assert len(calls) == 2
+    assert "changed: training_version" in capsys.readouterr().out
+
+
+def test_network_build_is_part_of_the_stage_key(tmp_path, capsys):
+    """A stage trained with the zero-preserving quantizer must not reload for a network
+    without it (Lab 3 e), nor a 4-bit stage for a 2-bit network."""
+    from FP_layers import set_zero_preserving
+    run, calls = full_mode_experiment(tmp_path), []
+    run.stage("s", set_zero_preserving(ResNetCIFAR(8, Nbits=4)), set_fc(0.5, calls))
+    run.stage("s", ResNetCIFAR(8, Nbits=4), set_fc(0.5, calls))
+    assert len(calls) == 2 and "changed: network" in capsys.readouterr().out
+    run.stage("s", ResNetCIFAR(8, Nbits=2), set_fc(0.5, calls))
+    assert len(calls) == 3
 
 
 def test_checkpoint_that_does_not_match_its_record_is_not_reloaded(tmp_path):
-    run = full_mode_experiment(tmp_path)
-    calls = []
-
-    def train(net):
-        calls.append(1)
-        return {"final_acc": 1.0}
-
-    run.stage("s", ResNetCIFAR(8), train)
+    run, calls = full_mode_experiment(tmp_path), []
+    run.stage("s", ResNetCIFAR(8), set_fc(1.0, calls))
     tu.save_checkpoint(ResNetCIFAR(8), run.checkpoint_of("s"))  # e.g. a rewrite interrupted before its record
-    run.stage("s", ResNetCIFAR(8), train)
+    run.stage("s", ResNetCIFAR(8), set_fc(1.0, calls))
     assert len(calls) == 2
 
 
-def test_results_of_other_recipes_are_not_kept(tmp_path, monkeypatch):
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_stage_resumes_after_its_last_epoch(tmp_path, capsys):
     run = full_mode_experiment(tmp_path)
-    run.results_path = tmp_path / "results.json"
-    run.results_path.write_text('{"meta": {"pretrained": {"sha256": "A"}, "test_label": "t", '
-                                '"recipes": {"improved": {"lr": 0.05}}}, "lab2a": {"acc": 90.0}}')
-    meta = {"pretrained": {"sha256": "A"}, "test_label": "t", "recipes": {"improved": {"lr": 0.05}}}
-    monkeypatch.setattr(run, "_meta", lambda previous: dict(meta))
-    assert "lab2a" in run._load_results()
-    meta["recipes"] = {"improved": {"lr": 0.1}}
-    assert "lab2a" not in run._load_results()
+    recipe = tu.Recipe(lr=0.05, batch_size=16)
+
+    def train(net, stop_before=None, **fit_options):
+        def hook(epoch, masks):
+            if epoch == stop_before:
+                raise Interrupt
+        return tu.fit(net, run.data, 3, recipe, before_epoch=hook, progress=False, **fit_options)
+
+    torch.manual_seed(0)
+    uninterrupted = ResNetCIFAR(8)
+    tu.fit(uninterrupted, run.data, 3, recipe, progress=False)
+    with pytest.raises(Interrupt):
+        torch.manual_seed(0)
+        run.stage("s", ResNetCIFAR(8), lambda net, **o: train(net, stop_before=3, **o))
+    assert len(list(run.settings.ckpt_dir.glob("s.*.resume.pt"))) == 1
+    torch.manual_seed(0)
+    net = ResNetCIFAR(8)
+    record = run.stage("s", net, train)
+    assert "resuming from epoch 2 of 3" in capsys.readouterr().out
+    assert record["epochs"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                  uninterrupted.state_dict().values()))
+    assert not list(run.settings.ckpt_dir.glob("s.*.resume.pt"))  # done: state removed
+
+
+def test_keep_best_saves_the_best_epoch_beside_the_final(tmp_path):
+    run = full_mode_experiment(tmp_path)
+    recipe = tu.Recipe(lr=0.05, batch_size=16)
+
+    def train(net, **fit_options):
+        return tu.fit(net, run.data, 3, recipe, progress=False, **fit_options)
+
+    torch.manual_seed(0)
+    record = run.stage("s", ResNetCIFAR(8), train, keep_best=True)
+    best = run.checkpoint_of("s_best")
+    meta = json.loads(run.checkpoint_of("s").with_suffix(".json").read_text())
+    assert meta["sha256"]["best"] == tu.sha256(best)
+    acc, _ = tu.evaluate(tu.load_checkpoint(ResNetCIFAR(8), best), run.data)
+    assert acc == record["best_acc"]
+    best.unlink()  # a missing best checkpoint: the stage is not complete, train again
+    calls = []
+    run.stage("s", ResNetCIFAR(8), lambda net, **o: calls.append(1) or train(net, **o), keep_best=True)
+    assert calls == [1]
+
+
+def test_lab3d_starts_each_recipe_from_its_own_best_lab2_model(tmp_path):
+    """The faithful column must start from a faithful model, chosen by best accuracy."""
+    run = full_mode_experiment(tmp_path)
+    for q, (faithful, improved) in {"lab2c": (88.0, 91.0), "lab2d": (89.5, 90.0),
+                                    "lab2e": (89.0, 92.5)}.items():
+        run.results[q] = {"faithful": {"best_acc": faithful, "best_epoch": 7, "final_acc": 80.0},
+                          "improved": {"best_acc": improved, "best_epoch": 9, "final_acc": 95.0}}
+    sources = ex.best_sparse_sources(run)
+    assert sources["faithful"]["stage"] == "lab2d_faithful"
+    assert sources["faithful"]["checkpoint"] == "lab2d_faithful_best"
+    assert sources["improved"]["stage"] == "lab2e_improved" and sources["improved"]["acc"] == 92.5

@@ -40,7 +40,7 @@ def test_every_question_has_a_result_labelled_quick(results):
 
 def test_pruning_keeps_its_sparsity(results):
     for q, row in results["lab2b"].items():
-        assert row["zeros_pct"] == pytest.approx(100 * float(q), abs=0.1)
+        assert row["zeros_pct"] == pytest.approx(float(q), abs=0.1)  # q in percent
     for key in ("lab2c", "lab2d", "lab2e", "lab3e"):
         for recipe in ("faithful", "improved"):
             assert results[key][recipe]["zeros_pct"] == pytest.approx(80.0, abs=0.1), (key, recipe)
@@ -53,6 +53,14 @@ def test_global_pruning_spreads_sparsity_unevenly(results):
     for key in ("lab2e", "lab3e"):
         zeros = results[key]["faithful"]["layer_zeros"].values()
         assert max(zeros) - min(zeros) > 10  # per-layer pruning would give 80 everywhere
+
+
+def test_lab3d_columns_start_from_their_own_recipe(results):
+    for recipe, source in results["lab3d"]["sources"].items():
+        assert source["stage"].endswith(f"_{recipe}") and source["checkpoint"].endswith("_best")
+        assert source["acc"] == results[source["question"]][recipe]["best_acc"]
+        for bits in ("4", "3", "2"):
+            assert recipe in results["lab3d"][bits]["before"]
 
 
 def test_runs_report_final_and_best_apart(results):
