@@ -9,7 +9,9 @@ Inputs (any of them may be missing; the report then says "not run"):
 
 * ``<results-dir>/results.json`` and the hw4 figures written next to it;
 * Lab 1, always from the repository: the answer cells of ``lab1_sparse_linear.ipynb``
-  tagged ``report:lab1-<q>``, the figures ``report/lab1_*.png`` and ``report/lab1_summary.md``;
+  tagged ``report:lab1-<q>``, the figures ``report/lab1_*.png`` and ``report/lab1_summary.md``
+  (the final-runs table, then per question the tables and sentences behind its discussion,
+  placed between the question's task cell and its discussion);
 * ``report/answers.md`` (True/False answers, shipped with this package).
 
 Tables and discussion paragraphs come from ``report.tables`` / ``report.discussion``, the
@@ -36,6 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ANSWERS = Path(__file__).resolve().parent / "answers.md"
 LAB1_NOTEBOOK = "lab1_sparse_linear.ipynb"
 LAB1_TAG = "report:lab1-"
+# a "## (c) <heading>" line of lab1_summary.md starts the numbers of question (c)
+LAB1_SECTION = re.compile(r"^## \(([a-f])\)[ \t]*(.*)$", re.M)
 TITLE = "ECE 661 Homework 4: Pruning and Fixed-point Quantization"
 
 # --------------------------------------------------------------------------- questions
@@ -194,8 +198,8 @@ def tf_section(results: dict) -> str:
     return f"# 1 True/False questions{banner(results)}\n\n{body.strip()}\n"
 
 
-def lab1_cells(root: Path) -> dict[str, str]:
-    """Markdown answer cells of the Lab 1 notebook, keyed by question letter."""
+def lab1_cells(root: Path) -> dict[str, list[str]]:
+    """Markdown answer cells of the Lab 1 notebook, keyed by question letter, in order."""
     nb = root / LAB1_NOTEBOOK
     if not nb.exists():
         return {}
@@ -206,7 +210,7 @@ def lab1_cells(root: Path) -> dict[str, str]:
         for tag in cell.get("metadata", {}).get("tags", []):
             if cell.get("cell_type") == "markdown" and tag.startswith(LAB1_TAG):
                 cells.setdefault(tag[len(LAB1_TAG):], []).append(src)
-    return {q: "\n\n".join(srcs) for q, srcs in cells.items()}
+    return cells
 
 
 def relink(md: str, base: Path, out_dir: Path) -> str:
@@ -227,45 +231,61 @@ def cell_title(cell: str, default: str) -> tuple[str, str]:
     return m.group(1).strip(), cell[m.end():].strip()
 
 
-def lab1_question(q: str, cell: str | None, root: Path, out_dir: Path) -> str:
-    """One Lab 1 question: the notebook's answer cell plus its figures."""
-    title, text = LAB1[q], f"*Lab 1 ({q}): {NOT_RUN} (no cell tagged {LAB1_TAG}{q} in " \
-                           f"{LAB1_NOTEBOOK}).*"
-    if cell is not None:
-        title, text = cell_title(cell.strip(), title)
-        text = demote(relink(text, root, out_dir))
+def lab1_question(q: str, cells: list[str] | None, numbers: str | None, root: Path,
+                  out_dir: Path) -> str:
+    """One Lab 1 question: the task cell, its figures, the numbers the notebook measured
+    for it (from lab1_summary.md), then the discussion cells."""
+    title, task, rest = LAB1[q], f"*Lab 1 ({q}): {NOT_RUN} (no cell tagged {LAB1_TAG}{q} " \
+                                 f"in {LAB1_NOTEBOOK}).*", []
+    if cells:
+        title, task = cell_title(cells[0].strip(), title)
+        rest = cells[1:]
+    parts = [demote(relink(c, root, out_dir)) for c in (task, *rest)]
     head = f"## Lab 1 ({q}): {title}\n\n"
     if q == "a":
-        return head + text + "\n"
+        return head + "\n\n".join(parts) + "\n"
+    shown = "\n".join(parts)
     figs = [root / "report" / f"lab1_{q}_{k}.png" for k in ("loss", "weights")]
-    figs = [p for p in figs if p.name not in text]   # the cell may embed them already
-    parts = [text]
+    figs = [p for p in figs if p.name not in shown]   # a cell may embed them already
+    extra = []
     if figs:
-        parts.append(figure_row(figs, out_dir, f"Lab 1 ({q}), log L, then the "
-                                               f"elements of W, vs. step"))
+        extra.append(figure_row(figs, out_dir, f"Lab 1 ({q}), log L, then the elements of "
+                                               f"W, vs. step"))
     first20 = root / "report" / "lab1_f_first20.png"
-    if q == "f" and first20.name not in text:
-        parts.append(figure_row([first20], out_dir, "Lab 1 (f), the first 20 steps of "
+    if q == "f" and first20.name not in shown:
+        extra.append(figure_row([first20], out_dir, "Lab 1 (f), the first 20 steps of "
                                                     "trimmed ℓ1 vs. iterative pruning"))
-    return head + "\n\n".join(parts) + "\n"
+    if numbers:
+        extra.append(numbers)
+    return head + "\n\n".join([parts[0], *extra, *parts[1:]]) + "\n"
 
 
 def lab1_section(results: dict, root: Path, out_dir: Path) -> str:
-    """Section 2: Lab 1 from the notebook's tagged cells, figures and summary table."""
+    """Section 2: Lab 1 from the notebook's tagged cells, figures and summary file."""
     cells = lab1_cells(root)
+    table, numbers = lab1_summary_parts(root)
     parts = [f"# 2 Lab 1: sparse optimization of linear models{banner(results)}"]
-    parts += [lab1_question(q, cells.get(q), root, out_dir) for q in LAB1]
-    parts.append(f"## Lab 1 summary\n\n{lab1_summary(root)}\n")
+    parts += [lab1_question(q, cells.get(q), numbers.get(q), root, out_dir) for q in LAB1]
+    parts.append(f"## Lab 1 summary\n\n{table}\n")
     return "\n\n".join(parts)
 
 
-def lab1_summary(root: Path) -> str:
-    """report/lab1_summary.md, its leading heading turned into the table caption."""
+def lab1_summary_parts(root: Path) -> tuple[str, dict[str, str]]:
+    """report/lab1_summary.md as (final-runs table, {question: its numbers}).
+
+    The notebook writes the table under a "# ..." title, whose text becomes the table
+    caption, and then one "## (q) <heading>" section per question with the tables and
+    sentences behind that question's discussion; each section keeps its heading, one
+    level below the question's.
+    """
     path = root / "report" / "lab1_summary.md"
     if not path.exists():
-        return f"*Lab 1 summary table: {NOT_RUN}.*"
-    title, body = cell_title(path.read_text().strip(), "Lab 1 summary")
-    return f"*Table: {title.rstrip('.')}.*\n\n{demote(body)}"
+        return f"*Lab 1 summary table: {NOT_RUN}.*", {}
+    pieces = LAB1_SECTION.split(path.read_text().strip())
+    title, body = cell_title(pieces[0].strip(), "Lab 1 summary")
+    numbers = {q: f"### {heading.strip()}\n\n{text.strip()}"
+               for q, heading, text in zip(pieces[1::3], pieces[2::3], pieces[3::3])}
+    return f"*Table: {title.rstrip('.')}.*\n\n{demote(body)}", numbers
 
 
 def question_block(results: dict, key: str, spec: tuple, rdir: Path, out_dir: Path) -> str:

@@ -182,6 +182,7 @@ def test_proximal_gd_fixed_point_is_the_lasso_solution(lam: float) -> None:
     w_ref = sklearn_lasso(lam)
     assert_lasso_kkt(w_ref, lam, atol=1e-6)  # confirms the alpha = lam / (2n) rescaling
     np.testing.assert_allclose(w, w_ref, atol=1e-4)
+    np.testing.assert_allclose(sl.lasso_minimizer(lam), w_ref, atol=1e-4)  # what (d), (e) quote
 
 
 def test_proximal_gd_uses_threshold_mu_lambda() -> None:
@@ -260,6 +261,85 @@ def test_plot_runs_writes_both_figures(tmp_path: Path) -> None:
     assert (tmp_path / "x_weights.png").stat().st_size > 0
 
 
+# ----------------------------------------------------------------------------- measurements
+def hand_run(weights: list[list[float]], losses: list[float]) -> sl.Trajectory:
+    """A made-up trajectory, so each measurement can be checked by hand."""
+    return sl.Trajectory(np.array(weights, dtype=float), np.array(losses, dtype=float), "hand")
+
+
+def test_supports_changes_and_revivals_by_hand() -> None:
+    run = hand_run([[0, 0, 0], [1, 2, 0], [1, 0, 0], [1, 3, 0], [0, 3, 0], [0, 3, 0]],
+                   [9, 5, 4, 3, 2, 2])
+    assert sl.supports(run) == [(), (1, 2), (1,), (1, 2), (2,), (2,)]
+    assert sl.support_changes(run) == [(1, (1, 2)), (2, (1,)), (3, (1, 2)), (4, (2,))]
+    assert sl.support_since(run) == 4
+    # W2 is 0 after step 2 and back after step 3; the start W0 = 0 never counts
+    assert sl.revivals(run) == [(3, 2)]
+    assert sl.first_step_nonpositive(run, 1) == 4 and sl.first_step_nonpositive(run, 2) == 2
+    assert sl.first_step_nonpositive(run, 3) == 1
+
+
+def test_gradient_points_are_what_the_projection_keeps() -> None:
+    traj = sl.projected_gd(2, steps=30)
+    v = sl.gradient_points(traj)
+    assert np.isnan(v[0]).all()
+    # from W0 = 0 the gradient step is 2 mu X^T y, by hand 0.04 * [8, -15, -3, -5, 6]
+    np.testing.assert_allclose(v[1], 0.04 * np.array([8, -15, -3, -5, 6]), atol=1e-12)
+    for k in range(1, 31):
+        np.testing.assert_allclose(update_by_loop(traj.weights[k - 1], 0.02), v[k], atol=1e-12)
+        kept = np.argsort(-np.abs(v[k]))[:2]
+        np.testing.assert_array_equal(traj.weights[k][kept], v[k][kept])
+
+
+def test_largest_jump_loss_rises_and_leading_steps_by_hand() -> None:
+    assert sl.largest_jump(np.array([0.0, 1.0, 3.0, 2.0]), 2) == (2.0, 2)
+    assert sl.largest_jump(np.array([0.0, 1.0, 3.0, 2.0]), 1) == (1.0, 3)
+    w = np.array([[0.0, 0.0], [0.5, -1.0], [0.4, -1.1]])
+    assert sl.largest_jump(w, 2) == (1.0, 1)       # 2-D: the largest column jump per step
+    for bad in (0, 3, 1.5):
+        with pytest.raises(ValueError):
+            sl.largest_jump(w, bad)
+    run = hand_run([[0]] * 6, [5, 4, 4 + 1e-15, 4.5, 1, 2])
+    assert sl.loss_rises(run) == 2                # the 1e-15 rise is round-off
+    ref = hand_run([[0]] * 6, [5, 4.5, 4.2, 4.4, 0.5, 0.1])
+    assert sl.leading_steps_below(run, ref, 5) == 2
+    assert sl.leading_steps_below(ref, hand_run([[0]] * 6, [9] * 6), 5) == 5
+
+
+def test_support_fits_match_brute_force() -> None:
+    fits = sl.support_fits(2)
+    assert len(fits) == 10
+    support, l, w = min(fits, key=lambda f: f[1])
+    w_best, l_best = best_two_sparse()
+    np.testing.assert_allclose(w, w_best, atol=1e-10)
+    assert support == (2, 5) and l == pytest.approx(l_best, abs=1e-12)
+    for s, l, w in fits:
+        assert l == pytest.approx(loss_by_loop(w), rel=1e-10, abs=1e-12)
+        assert tuple(np.flatnonzero(w) + 1) == s or np.count_nonzero(w) < 2
+
+
+def test_trend_and_formatting_words() -> None:
+    assert sl.trend([1, 2, 3], "up", "down", "neither") == "up"
+    assert sl.trend([3, 2, 1], "up", "down", "neither") == "down"
+    assert sl.trend([1, 3, 2], "up", "down", "neither") == "neither"
+    assert sl.trend([1, 1, 2], "up", "down", "neither") == "neither"
+    assert sl.fmt_support((2, 5)) == "{2, 5}" and sl.fmt_support(()) == "–"
+    assert sl.fmt_loss(3.4e-30) == "< 1e-20" and sl.fmt_loss(12.0267) == "12.03"
+    assert sl.md_table(["a", "b"], [["1", "2"]]) == "| a | b |\n| --- | --- |\n| 1 | 2 |"
+
+
+def test_findings_word_trends_from_the_values() -> None:
+    # (d) chatter of W grows with lambda (about 1.7 mu*lam, see the notebook); given in
+    # decreasing order the runs must still be described by how they move as lambda grows
+    lams = (2.0, 1.0, 0.5)
+    runs = [sl.l1_subgradient_gd(lam) for lam in lams]
+    chatter = [np.abs(np.diff(r.weights[-51:], axis=0)).max() for r in runs]
+    assert np.all(np.diff(chatter) < 0)             # falls along the list, i.e. grows with lam
+    assert "The weight chatter grows with λ" in sl.findings_d(runs, lams)
+    assert sl.trend_in([3, 2, 1], [2, 1, 0.5], "x") == "grows with λ"
+    assert sl.trend_in([1, 3, 2], [0.5, 1, 2], "neither") == "neither"
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "call",
@@ -279,6 +359,7 @@ def test_plot_runs_writes_both_figures(tmp_path: Path) -> None:
         lambda: sl.trimmed_soft_threshold(np.zeros(5), -0.1, 3),
         lambda: sl.loss(np.zeros(3)),
         lambda: sl.plot_runs([], "empty"),
+        lambda: sl.support_fits(6),
     ],
 )
 def test_bad_input_raises_value_error(call) -> None:
