@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MAX_BITS = 32
+# The starter's module-level device: `from FP_layers import *` gives it to the course notebook.
+device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_bits(bit):

@@ -62,9 +62,9 @@ def make_results(mode: str = "full") -> dict:
                  "started": "2026-10-01T10:00:00", "finished": "2026-10-01T12:30:00",
                  "wall_s": 9000.0},
         "lab2a": {"acc": 91.87, "loss": 0.3012},
-        "lab2b": {"0.4": {"acc": 91.12, "zeros_pct": 40.0, "layer_zeros": {}},
-                  "0.6": {"acc": 88.43, "zeros_pct": 60.0, "layer_zeros": {}},
-                  "0.8": {"acc": 62.35, "zeros_pct": 80.0, "layer_zeros": {}}},
+        "lab2b": {"40": {"acc": 91.12, "zeros_pct": 40.0, "layer_zeros": {}},
+                  "60": {"acc": 88.43, "zeros_pct": 60.0, "layer_zeros": {}},
+                  "80": {"acc": 62.35, "zeros_pct": 80.0, "layer_zeros": {}}},
         "lab2c": {"zeros_before": 80.0, "faithful": run(90.51, 90.27, 17, zeros=80.0),
                   "improved": run(91.03, 90.88, 19, zeros=80.0)},
         "lab2d": {"faithful": run(90.94, 90.66, 18, zeros=80.0),
@@ -74,8 +74,15 @@ def make_results(mode: str = "full") -> dict:
         "lab3b": {"fp": 91.87, "6": 91.64, "5": 91.02, "4": 88.17, "3": 71.45, "2": 10.33},
         "lab3c": {b: {"faithful": run(v, v - 0.21, 15), "improved": run(v + 0.3, v + 0.1, 18)}
                   for b, v in (("4", 91.43), ("3", 89.76), ("2", 82.14))},
-        "lab3d": {"start_acc": 91.22,
-                  **{b: {"before": before, "faithful": run(v, v - 0.11, 14, zeros=80.0),
+        "lab3d": {"sources": {
+                      "faithful": {"question": "lab2e", "stage": "lab2e_faithful",
+                                   "checkpoint": "lab2e_faithful_best", "acc": 91.05,
+                                   "best_epoch": 16, "final_acc": 90.71},
+                      "improved": {"question": "lab2e", "stage": "lab2e_improved",
+                                   "checkpoint": "lab2e_improved_best", "acc": 91.31,
+                                   "best_epoch": 20, "final_acc": 91.20}},
+                  **{b: {"before": {"faithful": before, "improved": before + 0.5},
+                         "faithful": run(v, v - 0.11, 14, zeros=80.0),
                          "improved": run(v + 0.2, v + 0.05, 17, zeros=80.0)}
                      for b, before, v in (("4", 86.05, 90.88), ("3", 60.12, 88.93),
                                           ("2", 10.0, 79.64))}},
@@ -172,9 +179,10 @@ def test_pdf_has_every_heading_and_caption(full):
 def test_table_numbers_match_results(full):
     results, md, pages = full
     rows = ["| faithful | 90.51 | 90.27 | 17 | 20 | 80.0 | 612 |",     # lab2c
-            "| 0.8 | 62.35 | 80.0 | 29.52 |",                          # lab2b, drop 91.87-62.35
+            "| 80 | 62.35 | 80.0 | 29.52 |",                           # lab2b, drop 91.87-62.35
             "| 2 | 10.33 | -81.54 |",                                  # lab3b
-            "| 4 | 86.05 | 90.88 | 90.77 | 91.08 | 90.93 | 80.0 / 80.0 |",   # lab3d
+            "| 4 | 86.05 / 86.55 | 90.88 | 90.77 | 91.08 | 90.93 | 80.0 / 80.0 |",   # lab3d
+            "| start model | Lab 2 (e) best epoch 16 / Lab 2 (e) best epoch 20 |",  # lab3d sources
             "| layer3.2.conv2 | 89.5 | 89.5 | 88.8 | 88.8 |",           # lab3e_layers
             "| NVIDIA H100 | 9.84 | 10.73 | 1.09 |"]                    # timing
     for row in rows:
@@ -223,6 +231,67 @@ def test_builds_without_lab1_or_results(tmp_path):
     assert "Lab 2 (b): not run." in md
 
 
+LAB1_SUMMARY = """# Lab 1 summary (made up)
+
+| run | final L |
+|---|---|
+| (c) projected GD | 0.5 |
+
+## (c) Numbers behind the discussion
+
+*Table: (c) made-up steps.*
+
+| step | L |
+| --- | --- |
+| 7 | 6.855 |
+
+- The made-up switch happens at step 7.
+"""
+
+
+def test_lab1_numbers_sit_between_task_and_discussion(tmp_path):
+    rdir, root = setup_dirs(tmp_path, make_results())
+    nb_path = root / "lab1_sparse_linear.ipynb"
+    nb = json.loads(nb_path.read_text())
+    nb["cells"].append({"cell_type": "markdown", "metadata": {"tags": ["report:lab1-c"]},
+                        "source": "Discussion of c, after the numbers."})
+    nb_path.write_text(json.dumps(nb))
+    (root / "report" / "lab1_summary.md").write_text(LAB1_SUMMARY)
+    pdf = build(rdir, root=root)
+    md = pdf.with_suffix(".md").read_text()
+    c = md.split("## Lab 1 (c)")[1].split("## Lab 1 (d)")[0]
+    order = ["Answer for c", "lab1_c_loss.png", "### Numbers behind the discussion",
+             "| 7 | 6.855 |", "switch happens at step 7", "Discussion of c"]
+    assert [c.index(x) for x in order] == sorted(c.index(x) for x in order)
+    assert "Numbers behind" not in md.split("## Lab 1 (d)")[1]       # only under (c)
+    summary = md.split("## Lab 1 summary")[1]
+    assert "| (c) projected GD | 0.5 |" in summary and "made-up steps" not in summary
+    assert "*Table: Lab 1 summary (made up).*" in summary
+    assert "6.855" in " ".join(pdf_pages(pdf))
+
+
+def test_repository_pdf_carries_lab1_tables_and_answers(tmp_path):
+    """The checked-in notebook, lab1_summary.md and answers.md all reach the PDF."""
+    repo = Path(__file__).resolve().parents[1]
+    pdf = build(tmp_path / "results", out_dir=tmp_path / "out", root=repo)
+    text = squash(" ".join(pdf_pages(pdf)))
+    summary = (repo / "report" / "lab1_summary.md").read_text()
+    for q in "cdef":
+        part = summary.split(f"## ({q})")[1].split("\n## (")[0]
+        captions = re.findall(r"^\*Table: (.*)\*$", part, flags=re.M)
+        assert len(captions) >= 2, q                      # the question has its tables
+        for cap in captions:
+            assert squash(cap) in text, cap
+        rows = [r for r in part.splitlines() if r.startswith("| ") and "---" not in r]
+        for row in rows:                                  # every row, cells in order
+            assert squash(" ".join(c for c in row.strip("| ").split(" | "))) in text, row
+    answers = (repo / "report" / "answers.md").read_text()
+    verdicts = re.findall(r"^## Problem (1\.\d+)\n\n\*\*(True|False)\.\*\*", answers, flags=re.M)
+    assert [v[0] for v in verdicts] == [f"1.{i}" for i in range(1, 11)]   # one per problem
+    for number, verdict in verdicts:
+        assert f"Problem{number}{verdict}." in text, number
+
+
 # ----------------------------------------------------------------------------- tables
 def test_table_caption_names_test_set_and_columns_carry_n():
     md = table(make_results(), "lab2c")
@@ -231,7 +300,7 @@ def test_table_caption_names_test_set_and_columns_carry_n():
 
 
 def test_table_missing_key_and_quick_banner():
-    assert "| 0.4 | not run | not run | not run |" in table({}, "lab2b")
+    assert "| 40 | not run | not run | not run |" in table({}, "lab2b")
     assert "Per-layer zeros: not run" in table({}, "lab3e_layers")
     quick = make_results(mode="quick")
     assert caption_text(table(quick, "lab3b")).startswith(QUICK_BANNER)
@@ -269,9 +338,9 @@ def test_discussion_timing_and_zero_preservation():
     res["timing"]["masked_epoch_s"] = 8.0
     assert "faster than dense" in discussion(res, "timing")
     assert "measurement effect" in discussion(res, "timing")
-    assert "zeros were preserved" in discussion(res, "lab3d")
+    assert "faithful: 80.0/80.0/80.0% vs. 80.0% in its start model, preserved" in discussion(res, "lab3d")
     res["lab3d"]["3"]["faithful"]["zeros_pct"] = 71.4
-    assert "zeros were NOT preserved" in discussion(res, "lab3d")
+    assert "faithful: 80.0/71.4/80.0% vs. 80.0% in its start model, NOT preserved" in discussion(res, "lab3d")
 
 
 def test_discussion_explains_by_outcome():
@@ -282,8 +351,10 @@ def test_discussion_explains_by_outcome():
     assert "spreads the sparsity unevenly" in discussion(res, "lab2e")
     res["lab2e"]["faithful"]["layer_zeros"] = dict.fromkeys(LAYERS, 80.0)
     assert "almost evenly" in discussion(res, "lab2e")
-    res["lab3d"]["source"] = "lab2d_improved"
-    assert "(Lab 2 (d), improved recipe, 80.0% zeros)" in discussion(res, "lab3d")
+    res["lab3d"]["sources"]["improved"].update(question="lab2d", best_epoch=12, acc=91.22)
+    text = discussion(res, "lab3d")
+    assert "the improved column from Lab 2 (d) best epoch 12, 80.0% zeros (91.22%)" in text
+    assert "the faithful column from Lab 2 (e) best epoch 16, 80.0% zeros (91.05%)" in text
 
 
 def test_discussion_numbers_come_from_results():
