@@ -64,6 +64,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="CPU smoke test (numbers are not results)")
     parser.add_argument("--skip-lab1", action="store_true")
     parser.add_argument("--skip-hw4", action="store_true")
+    parser.add_argument("--skip-extensions", action="store_true",
+                        help="skip lecture_extensions.ipynb (it needs hw4's pretrained model)")
     parser.add_argument("--skip-report", action="store_true",
                         help="e.g. on a GPU machine without the PDF packages; run python -m report later")
     args = parser.parse_args(argv)
@@ -77,6 +79,9 @@ def main(argv=None):
     if not args.skip_hw4:
         hw4 = ROOT / "hw4.ipynb"
         execute(hw4, results_dir / "hw4_quick.ipynb" if args.quick else hw4, env, timeout)
+    if not args.skip_extensions:
+        ext = ROOT / "lecture_extensions.ipynb"
+        execute(ext, results_dir / "extensions_quick.ipynb" if args.quick else ext, env, timeout)
     if not args.skip_report:
         subprocess.run([sys.executable, "-m", "report", "--results-dir", str(results_dir)],
                        cwd=ROOT, check=True)

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from report.discussion import discussion
+from report.extensions_section import section as extensions_section
 from report.pdf import markdown_to_html, render_pdf
 from report.tables import (NOT_RUN, QUICK_BANNER, caption, get, is_quick, md_table,
                            table, test_set)
@@ -331,7 +332,8 @@ def report_markdown(results: dict, rdir: Path, out_dir: Path, root: Path) -> str
     """The whole report as markdown (image links relative to ``out_dir``)."""
     sections = [title_section(results, root), tf_section(results),
                 lab1_section(results, root, out_dir), lab2_section(results, rdir, out_dir),
-                lab3_section(results, rdir, out_dir), compression_section(results, rdir, out_dir)]
+                lab3_section(results, rdir, out_dir), compression_section(results, rdir, out_dir),
+                extensions_section(rdir, out_dir, number=6)]
     return "\n\n".join(s.strip() for s in sections) + "\n"
 
 
