@@ -205,3 +205,11 @@ def test_lab3d_starts_each_recipe_from_its_own_best_lab2_model(tmp_path):
     assert sources["faithful"]["stage"] == "lab2d_faithful"
     assert sources["faithful"]["checkpoint"] == "lab2d_faithful_best"
     assert sources["improved"]["stage"] == "lab2e_improved" and sources["improved"]["acc"] == 92.5
+
+
+def test_network_from_spec_rebuilds_the_same_network():
+    from FP_layers import set_zero_preserving
+    net = set_zero_preserving(ResNetCIFAR(20, Nbits=3))
+    spec = ex.network_spec(net)
+    assert ex.network_spec(ex.network_from_spec(spec)) == spec
+    assert ex.network_spec(ex.network_from_spec(ex.network_spec(ResNetCIFAR(20)))) != spec
