@@ -46,10 +46,10 @@ def sha256(path):
 
 MISSING_CHECKPOINT_HELP = """No checkpoint at {path}.
 Get one of:
-  - our own, committed with the kit: git checkout -- checkpoints/pretrained_model.pt
   - the course's pretrained_model.pt (from HW4.zip), copied to {path};
-  - train one: python train_util.py pretrain --epochs 200 --out {path}
-    (CIFAR-10 needed; about 3 hours on 2 CPU cores, resumable: rerun the same command)."""
+  - the kit's own, trained on the CPU: python train_util.py pretrain --epochs 200 --out {path}
+    (CIFAR-10 needed; about 3 hours on 2 cores; it resumes per epoch, so an interrupted run,
+    or the committed resume state next to {path}, continues where it stopped)."""
 
 # Keys under which training scripts commonly nest the state dict beside optimizer state etc.
 STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "net", "model")
