@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export HW4_DATA_DIR=${HW4_DATA_DIR:-data}
 if [ ! -f "$HW4_DATA_DIR/cifar10.npz" ] && [ -f ../shared/data/cifar10/prepare.py ]; then
+    mkdir -p "$HW4_DATA_DIR"
     $PY ../shared/data/cifar10/prepare.py "$HW4_DATA_DIR/cifar10.npz" --format npz
 fi
 step() { echo "== $(date -u +%FT%TZ) $*"; }
