@@ -52,6 +52,6 @@ def test_real_data_check_runs_and_judges_what_holds_for_any_model(tmp_path):
     # ... but pruning's zero counts hold for any weights.
     assert checks["per-layer pruning leaves q zeros in every layer"]
     for recipe in ("faithful", "improved"):
-        assert result["finetuning"][recipe]["pruned_0.8_zeros"] == pytest.approx(80.0, abs=0.5)
+        assert result["finetuning"][recipe]["pruned_80_zeros"] == pytest.approx(80.0, abs=0.5)
     for name, ok in checks.items():
         assert f"{'PASS' if ok else 'FAIL'} {name}" in proc.stdout

@@ -416,7 +416,7 @@ def test_save_checkpoint_roundtrip(tmp_path):
     other = ResNetCIFAR(8)
     tu.load_checkpoint(other, path)
     assert states_equal(other.state_dict(), net.state_dict())
-    with pytest.raises(RuntimeError):
+    with pytest.raises(tu.CheckpointError):
         tu.load_checkpoint(ResNetCIFAR(20), path)                      # strict
 
 
