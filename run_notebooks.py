@@ -66,6 +66,8 @@ def main(argv=None):
     parser.add_argument("--skip-hw4", action="store_true")
     parser.add_argument("--skip-extensions", action="store_true",
                         help="skip lecture_extensions.ipynb (it needs hw4's pretrained model)")
+    parser.add_argument("--skip-deep-compression", action="store_true",
+                        help="skip deep_compression.ipynb (it needs hw4's pretrained model)")
     parser.add_argument("--skip-report", action="store_true",
                         help="e.g. on a GPU machine without the PDF packages; run python -m report later")
     args = parser.parse_args(argv)
@@ -82,6 +84,9 @@ def main(argv=None):
     if not args.skip_extensions:
         ext = ROOT / "lecture_extensions.ipynb"
         execute(ext, results_dir / "extensions_quick.ipynb" if args.quick else ext, env, timeout)
+    if not args.skip_deep_compression:
+        dc = ROOT / "deep_compression.ipynb"
+        execute(dc, results_dir / "deep_compression_quick.ipynb" if args.quick else dc, env, timeout)
     if not args.skip_report:
         subprocess.run([sys.executable, "-m", "report", "--results-dir", str(results_dir)],
                        cwd=ROOT, check=True)

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from report.discussion import discussion
+from report.deep_compression_section import section as deep_compression_section
 from report.extensions_section import section as extensions_section
 from report.pdf import markdown_to_html, render_pdf
 from report.tables import (NOT_RUN, QUICK_BANNER, caption, get, is_quick, md_table,
@@ -333,7 +334,8 @@ def report_markdown(results: dict, rdir: Path, out_dir: Path, root: Path) -> str
     sections = [title_section(results, root), tf_section(results),
                 lab1_section(results, root, out_dir), lab2_section(results, rdir, out_dir),
                 lab3_section(results, rdir, out_dir), compression_section(results, rdir, out_dir),
-                extensions_section(rdir, out_dir, number=6)]
+                extensions_section(rdir, out_dir, number=6),
+                deep_compression_section(rdir, out_dir, number=7)]
     return "\n\n".join(s.strip() for s in sections) + "\n"
 
 

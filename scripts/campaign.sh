@@ -21,7 +21,7 @@ step "pretraining (resumes per epoch)"
 [ -f checkpoints/pretrained_model.pt ] || \
     $PY train_util.py pretrain --epochs 200 --out checkpoints/pretrained_model.pt --data-dir "$HW4_DATA_DIR"
 step "hw4.ipynb full mode"
-$PY run_notebooks.py --skip-lab1 --skip-extensions --skip-report
+$PY run_notebooks.py --skip-lab1 --skip-extensions --skip-deep-compression --skip-report
 for nb in deep_compression lecture_extensions; do
     if [ -f "$nb.ipynb" ]; then
         step "$nb.ipynb full mode"
