@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -344,8 +345,12 @@ class ResumeState:
         if state.get("format") != self.FORMAT or state.get("fingerprint") != self.fingerprint:
             changed = sorted(k for k in self.fingerprint
                              if state.get("fingerprint", {}).get(k) != self.fingerprint[k])
+            # keep the other run's hours of work: set its state aside instead of overwriting it
+            aside = self.path.with_name(f"{self.path.name}.other-run-epoch{state.get('epoch', 0)}")
+            os.replace(self.path, aside)
             print(f"not resuming from {self.path}: it belongs to another run "
-                  f"(changed: {', '.join(changed) or 'format'}); starting from epoch 1")
+                  f"(changed: {', '.join(changed) or 'format'}); its state is kept as {aside}; "
+                  f"starting from epoch 1")
             return 1, 0, 0.0
         net.load_state_dict(state["net"])
         with torch.no_grad():
@@ -413,7 +418,11 @@ def fit(net, data, epochs, recipe, masks=None, before_epoch=None, teacher=None,
     if first_epoch > epochs:
         return run_record(history, wall_before, best_from_epoch)
     start_time = time.perf_counter()
-    bar = tqdm(total=total, initial=done, desc=desc, disable=not progress, leave=False, unit="step")
+    # In a notebook (stderr not a terminal) every bar refresh becomes an output of the cell:
+    # refresh rarely there, or an executed hw4.ipynb would hold tens of thousands of them.
+    refresh_s = 0.1 if sys.stderr.isatty() else 60
+    bar = tqdm(total=total, initial=done, desc=desc, disable=not progress, leave=False, unit="step",
+               mininterval=refresh_s)
     for epoch in range(first_epoch, epochs + 1):
         if before_epoch is not None:
             before_epoch(epoch, masks)

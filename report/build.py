@@ -59,9 +59,9 @@ LAB2 = {
     "lab2a": ("pretrained model", "Accuracy of the floating-point pretrained ResNet-20.",
               ["lab2a"], []),
     "lab2b": ("pruning by percentage", "Each layer pruned at the q-th percentile of its "
-              "|weights|, q = 0.4, 0.6, 0.8, without finetuning.", ["lab2b"],
+              "|weights|, q = 40, 60, 80 %, without finetuning.", ["lab2b"],
               ["hw4_2b_layer_zeros.png"]),
-    "lab2c": ("one-shot pruning and finetuning", "Prune to q = 0.8 once, then finetune 20 "
+    "lab2c": ("one-shot pruning and finetuning", "Prune by q = 80 % once, then finetune 20 "
               "epochs with the pruned weights held at zero.", ["lab2c"], []),
     "lab2d": ("iterative pruning", "Prune 8e% before epoch e = 1..10 (pruned weights may "
               "recover until the last step), then finetune 10 more epochs.", ["lab2d"],
@@ -76,7 +76,7 @@ LAB3 = {
               ["hw4_3b_bits.png"]),
     "lab3c": ("quantization-aware finetuning", "20 epochs of finetuning with the STE at 4, "
               "3 and 2 bits.", ["lab3c"], ["hw4_3c_curves.png"]),
-    "lab3d": ("quantizing the pruned model", "The best 80%-sparse model from Lab 2, "
+    "lab3d": ("quantizing the pruned model", "Each recipe's best 80%-sparse model from Lab 2, "
               "quantized with a zero-preserving STE, then finetuned as in (c).", ["lab3d"],
               ["hw4_3d_curves.png"]),
     "lab3e": ("pruning with quantization-aware training", "Global iterative pruning to 80% "
@@ -85,7 +85,7 @@ LAB3 = {
 }
 
 FIGURES = {
-    "hw4_2b_layer_zeros.png": "zeros (%) per layer after pruning at q = 0.4, 0.6, 0.8",
+    "hw4_2b_layer_zeros.png": "zeros (%) per layer after pruning at q = 40, 60, 80 %",
     "hw4_2cd_curves.png": "test accuracy per epoch, one-shot (c) vs. iterative (d) pruning",
     "hw4_2e_layer_zeros.png": "zeros (%) per layer after global pruning",
     "hw4_3b_bits.png": "accuracy vs. Nbits without finetuning",

@@ -158,6 +158,7 @@ def test_other_run_does_not_resume(data, tmp_path, capsys):
     net, record = run(data, 4, resume=state)  # another epoch count: another run
     out = capsys.readouterr().out
     assert "not resuming" in out and "epochs" in out
+    assert (tmp_path / "x.resume.pt.other-run-epoch1").is_file()  # the other run's state is kept
     fresh, _ = run(data, 4)
     assert states_equal(net.state_dict(), fresh.state_dict())
     assert record["history"]["epoch"] == [1, 2, 3, 4]
