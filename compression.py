@@ -1152,15 +1152,6 @@ def total_epochs(results):
 
 # ----------------------------------------------------------------------------- figures
 
-def _save(fig, path, title):
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return fig
-
-
 def plot_prune_layers(no_retrain, path):
     """Zeros per layer after pruning by s x std (no retraining)."""
     runs = {f"s = {s}": r["layer_zeros"] for s, r in no_retrain.items() if float(s) > 0}
@@ -1174,7 +1165,7 @@ def plot_prune_layers(no_retrain, path):
     ax.set(ylabel="zeros (%)", ylim=(0, 100))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path, "Pruning by standard deviation: zeros per layer")
+    return ex._finish(fig, path, "Pruning by standard deviation: zeros per layer")
 
 
 def plot_kmeans(study, path, test_label):
@@ -1192,7 +1183,7 @@ def plot_kmeans(study, path, test_label):
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path, "K-means weight sharing without finetuning")
+    return ex._finish(fig, path, "K-means weight sharing without finetuning")
 
 
 def plot_histograms(float_net, shared_net, names, bits, path):
@@ -1208,7 +1199,7 @@ def plot_histograms(float_net, shared_net, names, bits, path):
         ax.vlines(values, 0, counts / 10, color="tab:red", lw=1.5, label=f"after, {bits} bits (count / 10)")
         ax.set(title=short(name), xlabel="weight", ylabel="count")
         ax.legend(fontsize=7)
-    return _save(fig, path, f"Weights before and after K-means ({bits} bits, linear initialisation)")
+    return ex._finish(fig, path, f"Weights before and after K-means ({bits} bits, linear initialisation)")
 
 
 def plot_huffman(study, path):
@@ -1225,7 +1216,7 @@ def plot_huffman(study, path):
     ax.set(ylabel="bits per non-zero weight", ylim=(0, study["bits"] + 2))  # room for the legend
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=2, loc="upper left")
-    return _save(fig, path, f"Huffman coding at {study['bits']} bits, per layer")
+    return ex._finish(fig, path, f"Huffman coding at {study['bits']} bits, per layer")
 
 
 def plot_bytes(final, path):
@@ -1238,7 +1229,7 @@ def plot_bytes(final, path):
         left += size
     ax.set(xlabel="KiB", yticks=[])
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path, f"The compressed file: {final['file_bytes'] / 1024:.1f} KiB "
+    return ex._finish(fig, path, f"The compressed file: {final['file_bytes'] / 1024:.1f} KiB "
                             f"({final['ratio_file']:.1f}x smaller than float32)")
 
 
@@ -1258,4 +1249,4 @@ def plot_pipeline(cands, attempts, dense_acc, max_drop, path, test_label):
     ax.set(xlabel="file ratio (float32 bytes / file bytes)", ylabel=f"test accuracy (%)\n{test_label}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path, "Deep Compression candidates")
+    return ex._finish(fig, path, "Deep Compression candidates")
