@@ -7,13 +7,12 @@ comparisons are worded from the sign of the difference, as in ``report.discussio
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from report.discussion import join, versus
 from report.extensions_section import short
-from report.tables import NOT_RUN, QUICK_BANNER, acc_col, caption, fmt, get, is_quick, md_table
+from report.notebook_section import NotebookSection, not_run_table
+from report.tables import NOT_RUN, acc_col, caption, fmt, get, md_table
 
 RESULTS_NAME = "deep_compression.json"
 TITLE = "Deep Compression: pruning, trained quantization and Huffman coding, to a real file"
@@ -47,10 +46,6 @@ SUBSECTIONS = {
 
 
 # ---------------------------------------------------------------- helpers
-def _not_run(res: dict, title: str, what: str) -> str:
-    return f"{caption(res, title)}\n\n*{what}: {NOT_RUN}.*\n"
-
-
 def _kib(n) -> str:
     return fmt(None if n is None else n / 1024, 1)
 
@@ -71,7 +66,7 @@ def _s_sorted(d: dict) -> list:
 def _prune(res: dict) -> str:
     p, title = get(res, "prune_std"), "pruning by s x std, before and after masked retraining"
     if not p:
-        return _not_run(res, title, "pruning by standard deviation")
+        return not_run_table(res, title, "pruning by standard deviation")
     rows = []
     for s in _s_sorted(p):
         r = get(res, "retrain", s)
@@ -86,7 +81,7 @@ def _prune(res: dict) -> str:
 def _prune_layers(res: dict) -> str:
     p, title = get(res, "prune_std"), "zeros (%) per layer after pruning by s x std"
     if not p:
-        return _not_run(res, title, "pruning by standard deviation")
+        return not_run_table(res, title, "pruning by standard deviation")
     ss = [s for s in _s_sorted(p) if float(s) > 0]
     layers = list(p[ss[0]]["layer_zeros"]) if ss else []
     rows = [[short(n), *[fmt(p[s]["layer_zeros"][n], 1) for s in ss]] for n in layers]
@@ -96,7 +91,7 @@ def _prune_layers(res: dict) -> str:
 def _kmeans(res: dict) -> str:
     k, title = get(res, "kmeans"), "K-means weight sharing without finetuning"
     if not k:
-        return _not_run(res, title, "K-means")
+        return not_run_table(res, title, "K-means")
     bits = [str(b) for b in k["bits"]]
     rows = [[f"{init}: accuracy", *[fmt(get(r, b, "acc")) for b in bits]] for init, r in k["inits"].items()]
     rows += [[f"{init}: MSE", *[f"{get(r, b, 'mse'):.2e}" if get(r, b, "mse") is not None else NOT_RUN
@@ -110,7 +105,7 @@ def _huffman(res: dict) -> str:
     h = get(res, "huffman")
     title = f"Huffman coding at {get(h, 'bits') or '?'} bits, bits per non-zero weight"
     if not h:
-        return _not_run(res, title, "Huffman coding")
+        return not_run_table(res, title, "Huffman coding")
     rows = [[short(n), str(s["nonzero"]), str(s["clusters"]), fmt(s["index_bits"]), fmt(s["index_entropy"]),
              fmt(s["gap_bits"]), str(s["max_gap"]), str(s["fillers"])] for n, s in h["layers"].items()]
     rows.append(["all layers", str(h["nonzero"]), "", fmt(h["index_bits"]), fmt(h["index_entropy"]),
@@ -123,7 +118,7 @@ def _huffman(res: dict) -> str:
 def _pipeline(res: dict) -> str:
     p, title = get(res, "pipeline"), "candidates, by file ratio (trained: after trained quantization)"
     if not p:
-        return _not_run(res, title, "the pipeline")
+        return not_run_table(res, title, "the pipeline")
     trained = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}
     rows = []
     for c in p["candidates"]:
@@ -139,7 +134,7 @@ def _pipeline(res: dict) -> str:
 def _final(res: dict) -> str:
     f, title = get(res, "final"), "the dense model and the decoded file, side by side"
     if not f:
-        return _not_run(res, title, "the compressed file")
+        return not_run_table(res, title, "the compressed file")
     rows = [["dense float32 (state dict)", fmt(f["dense_acc"]), str(f["dense_bytes"]), "1.0x", "1.0x"],
             [f"file {Path(f['file']).name}: {f['model']}, {f['bits']} bits, {fmt(f['zeros_pct'], 1)} % zeros",
              fmt(f["final_acc"]), str(f["file_bytes"]), _ratio(f["ratio_formula"]), _ratio(f["ratio_file"])]]
@@ -150,7 +145,7 @@ def _final(res: dict) -> str:
 def _bytes(res: dict) -> str:
     f, title = get(res, "final"), "where the bytes of the compressed file go"
     if not f:
-        return _not_run(res, title, "the compressed file")
+        return not_run_table(res, title, "the compressed file")
     total = f["file_bytes"]
     parts = sorted(f["bytes"].items(), key=lambda kv: -kv[1])
     rows = [[name, str(n), fmt(100 * n / total, 1)] for name, n in parts]
@@ -160,13 +155,6 @@ def _bytes(res: dict) -> str:
 
 TABLES = {"prune": _prune, "prune_layers": _prune_layers, "kmeans": _kmeans, "huffman": _huffman,
           "pipeline": _pipeline, "final": _final, "bytes": _bytes}
-
-
-def table(results: dict, key: str) -> str:
-    """Caption line and markdown table for ``key`` (see ``TABLES``)."""
-    if key not in TABLES:
-        raise KeyError(f"no table for {key!r}; known: {sorted(TABLES)}")
-    return TABLES[key](results or {})
 
 
 # ---------------------------------------------------------------- discussion
@@ -246,40 +234,12 @@ _DISCUSSIONS = {"prune": (_d_prune, "prune_std"), "kmeans": (_d_kmeans, "kmeans"
                 "huffman": (_d_huffman, "huffman"), "final": (_d_final, "final")}
 
 
-def discussion(results: dict, key: str) -> str:
-    """Two or three sentences generated from the numbers of ``key`` ("not run" if missing)."""
-    if key not in _DISCUSSIONS:
-        raise KeyError(f"no discussion for {key!r}; known: {sorted(_DISCUSSIONS)}")
-    write, needs = _DISCUSSIONS[key]
-    if not get(results or {}, needs):
-        return f"{SUBSECTIONS[key][0]}: {NOT_RUN}."
-    text = write(results)
-    return f"**{QUICK_BANNER}.** {text}" if is_quick(results) else text
-
-
 # ---------------------------------------------------------------- section
-def _figure(path: Path, out_dir: Path, text: str) -> str:
-    if not path.exists():
-        return f"*Figure {path.name}: {NOT_RUN}.*"
-    return f"![{path.stem}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n\n*Figure: {text}.*"
-
-
-def load(results_dir: Path) -> dict:
-    path = Path(results_dir) / RESULTS_NAME
-    return json.loads(path.read_text()) if path.exists() else {}
+SECTION = NotebookSection("deep_compression.ipynb", RESULTS_NAME, TITLE, SUBSECTIONS, TABLES,
+                          _DISCUSSIONS)
+table, discussion, load = SECTION.table, SECTION.discussion, SECTION.load
 
 
 def section(results_dir: Path, out_dir: Path | None = None, number: int = 7) -> str:
-    """Markdown of the report section from ``results_dir``/deep_compression.json and the
-    dc_*.png figures there (image links relative to ``out_dir``, default ``results_dir``)."""
-    results_dir = Path(results_dir)
-    out_dir = Path(out_dir) if out_dir else results_dir
-    res = load(results_dir)
-    parts = [f"# {number} {TITLE}" + (f"\n\n**{QUICK_BANNER}**" if is_quick(res) else "")]
-    if not res:
-        parts.append(f"*{RESULTS_NAME} not found in {results_dir}: deep_compression.ipynb {NOT_RUN}.*")
-    for key, (heading, task, tables, figures) in SUBSECTIONS.items():
-        block = [f"## {heading}", f"*Task:* {task}", *[table(res, t) for t in tables],
-                 *[_figure(results_dir / f, out_dir, text) for f, text in figures], discussion(res, key)]
-        parts.append("\n\n".join(b.strip() for b in block))
-    return "\n\n".join(parts) + "\n"
+    """Section 7 of the report (see ``NotebookSection.section``)."""
+    return SECTION.section(results_dir, out_dir, number)

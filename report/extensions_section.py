@@ -7,13 +7,12 @@ comparisons are worded from the sign of the difference, as in ``report.discussio
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 
 from report.discussion import above_below, join, versus
-from report.tables import NOT_RUN, QUICK_BANNER, acc_col, caption, fmt, get, is_quick, md_table
+from report.notebook_section import NotebookSection, not_run_table
+from report.tables import NOT_RUN, acc_col, caption, fmt, get, md_table
 
 RESULTS_NAME = "extensions.json"
 TITLE = "Beyond the homework: what the lectures teach, measured on our ResNet-20"
@@ -93,15 +92,11 @@ def _epochs(res: dict) -> str:
     return "the"
 
 
-def _not_run(res: dict, title: str, what: str) -> str:
-    return f"{caption(res, title)}\n\n*{what}: {NOT_RUN}.*\n"
-
-
 # ---------------------------------------------------------------- tables
 def _prune_sensitivity(res: dict) -> str:
     scan, title = get(res, "prune_sensitivity"), "one layer pruned at a time, no finetuning"
     if not scan:
-        return _not_run(res, title, "pruning sensitivity")
+        return not_run_table(res, title, "pruning sensitivity")
     shown = _pick(scan["levels"])
     idx = [scan["levels"].index(v) for v in shown]
     rows = [["(dense)", "", *[fmt(scan["dense_acc"]) for _ in shown]]]
@@ -114,7 +109,7 @@ def _prune_sensitivity(res: dict) -> str:
 def _quant_sensitivity(res: dict) -> str:
     scan, title = get(res, "quant_sensitivity"), "one residual-block conv quantized at a time"
     if not scan:
-        return _not_run(res, title, "quantization sensitivity")
+        return not_run_table(res, title, "quantization sensitivity")
     rows = [["(float)", "", *[fmt(scan["dense_acc"]) for _ in scan["bits"]]]]
     rows += [[short(n), str(r["weights"]), *[fmt(a) for a in r["acc"]]]
              for n, r in scan["layers"].items()]
@@ -125,7 +120,7 @@ def _quant_sensitivity(res: dict) -> str:
 def _coarse_fine_sweep(res: dict) -> str:
     cf, title = get(res, "coarse_fine"), "filter vs. element-wise pruning at equal weights, no finetuning"
     if not cf:
-        return _not_run(res, title, "coarse vs. fine pruning")
+        return not_run_table(res, title, "coarse vs. fine pruning")
     dense = cf["dense"]
     rows = [["0 (dense)", str(dense["weights"]), fmt(dense["macs"] / 1e6, 1), fmt(dense["acc"]), fmt(dense["acc"])]]
     rows += [[f"{round(100 * float(f))} %", str(r["weights"]), fmt(r["macs"] / 1e6, 1), fmt(r["filter_acc"]),
@@ -140,7 +135,7 @@ def _coarse_fine(res: dict) -> str:
     title = (f"filter vs. element-wise pruning ({round(100 * cf['fraction'])} % of inner channels), "
              f"finetuned" if cf else "filter vs. element-wise pruning, finetuned")
     if not cf:
-        return _not_run(res, title, "coarse vs. fine pruning")
+        return not_run_table(res, title, "coarse vs. fine pruning")
     rows = [[label, str(get(cf, k, "nonzero")), fmt(_ratio(get(cf, k, "macs"), 1e6), 1), fmt(get(cf, k, "before")),
              fmt(get(cf, k, "best_acc")), fmt(get(cf, k, "final_acc"))]
             for k, label in (("filter", "filter (smaller dense net)"), ("element", "element-wise (masked)"))]
@@ -152,7 +147,7 @@ def _coarse_fine(res: dict) -> str:
 def _timing(res: dict) -> str:
     t, title = get(res, "timing"), "CPU inference time per batch"
     if not t:
-        return _not_run(res, title, "CPU timing")
+        return not_run_table(res, title, "CPU timing")
     dense = get(t, "dense", "median_ms")
     rows = [[name, str(r["weights"]), str(r["nonzero"]), fmt(r["macs"] / 1e6, 1), fmt(r["median_ms"], 1),
              fmt(r["images_per_s"], 0), fmt(_ratio(r["median_ms"], dense))] for name, r in t.items()]
@@ -166,7 +161,7 @@ def _timing(res: dict) -> str:
 def _quantizers(res: dict) -> str:
     q, title = get(res, "quantizers"), "quantizer families, post-training (residual-block convs)"
     if not q:
-        return _not_run(res, title, "quantizer families")
+        return not_run_table(res, title, "quantizer families")
     rows = [[name, *[fmt(a) for a in r["acc"]]] for name, r in q["families"].items()]
     rows.append(["float (no quantization)", *[fmt(q["dense_acc"]) for _ in q["bits"]]])
     header = ["family", *[acc_col(res, f"{b} bits") for b in q["bits"]]]
@@ -176,7 +171,7 @@ def _quantizers(res: dict) -> str:
 def _mixed_precision(res: dict) -> str:
     mp, title = get(res, "mixed_precision"), "mixed vs. uniform precision at the same average bits"
     if not mp:
-        return _not_run(res, title, "mixed precision")
+        return not_run_table(res, title, "mixed precision")
     rows = []
     for t, r in mp["targets"].items():
         for k in ("uniform", "mixed"):
@@ -192,7 +187,7 @@ def _mixed_precision(res: dict) -> str:
 def _mixed_alloc(res: dict) -> str:
     mp, title = get(res, "mixed_precision"), "bits per layer of the mixed-precision models"
     if not mp:
-        return _not_run(res, title, "mixed precision")
+        return not_run_table(res, title, "mixed precision")
     targets = list(mp["targets"])
     rows = [[short(n), str(size), *[str(mp["targets"][t]["alloc"][n]) for t in targets]]
             for n, size in mp["sizes"].items()]
@@ -203,7 +198,7 @@ def _mixed_alloc(res: dict) -> str:
 def _nm(res: dict) -> str:
     nm, title = get(res, "nm"), "2:4 vs. 50 % unstructured sparsity"
     if not nm:
-        return _not_run(res, title, "N:M sparsity")
+        return not_run_table(res, title, "N:M sparsity")
     rows = [["dense", "0.0", fmt(nm["dense_acc"]), "", ""]]
     rows += [[k, fmt(get(nm, k, "zeros_pct"), 1), fmt(get(nm, k, "before")), fmt(get(nm, k, "best_acc")),
               fmt(get(nm, k, "final_acc"))] for k in ("2:4", "unstructured")]
@@ -214,7 +209,7 @@ def _nm(res: dict) -> str:
 def _int8(res: dict) -> str:
     q, title = get(res, "int8"), "float32 vs. torch.ao int8 on the CPU"
     if not q:
-        return _not_run(res, title, "int8 inference")
+        return not_run_table(res, title, "int8 inference")
     rows = [[k, fmt(get(q, k, "kib"), 1), fmt(get(q, k, "acc")), fmt(get(q, k, "median_ms"), 1),
              fmt(get(q, k, "images_per_s"), 0)] for k in ("float32", "int8")]
     header = ["model", "file size (KiB)", acc_col(res), f"ms per batch of {get(q, 'int8', 'batch')} (median)",
@@ -226,13 +221,6 @@ _TABLES = {"prune_sensitivity": _prune_sensitivity, "quant_sensitivity": _quant_
            "coarse_fine_sweep": _coarse_fine_sweep, "coarse_fine": _coarse_fine, "timing": _timing,
            "quantizers": _quantizers, "mixed_precision": _mixed_precision, "mixed_alloc": _mixed_alloc,
            "nm": _nm, "int8": _int8}
-
-
-def table(results: dict, key: str) -> str:
-    """Caption line and markdown table for ``key`` (see ``_TABLES``)."""
-    if key not in _TABLES:
-        raise KeyError(f"no table for {key!r}; known: {sorted(_TABLES)}")
-    return _TABLES[key](results or {})
 
 
 # ---------------------------------------------------------------- discussion
@@ -391,39 +379,12 @@ _DISCUSSIONS = {"prune_sensitivity": _d_prune_sensitivity, "quant_sensitivity": 
                 "mixed_precision": _d_mixed_precision, "nm": _d_nm, "int8": _d_int8}
 
 
-def discussion(results: dict, key: str) -> str:
-    """Two or three sentences generated from the numbers of ``key`` ("not run" if missing)."""
-    if key not in _DISCUSSIONS:
-        raise KeyError(f"no discussion for {key!r}; known: {sorted(_DISCUSSIONS)}")
-    if not get(results or {}, key):
-        return f"{SUBSECTIONS[key][0]}: {NOT_RUN}."
-    text = _DISCUSSIONS[key](results)
-    return f"**{QUICK_BANNER}.** {text}" if is_quick(results) else text
-
-
 # ---------------------------------------------------------------- section
-def _figure(path: Path, out_dir: Path, text: str) -> str:
-    if not path.exists():
-        return f"*Figure {path.name}: {NOT_RUN}.*"
-    return f"![{path.stem}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n\n*Figure: {text}.*"
-
-
-def load(results_dir: Path) -> dict:
-    path = Path(results_dir) / RESULTS_NAME
-    return json.loads(path.read_text()) if path.exists() else {}
+SECTION = NotebookSection("lecture_extensions.ipynb", RESULTS_NAME, TITLE, SUBSECTIONS, _TABLES,
+                          {key: (write, key) for key, write in _DISCUSSIONS.items()})
+table, discussion, load = SECTION.table, SECTION.discussion, SECTION.load
 
 
 def section(results_dir: Path, out_dir: Path | None = None, number: int = 6) -> str:
-    """Markdown of the report section from ``results_dir``/extensions.json and the ext_*.png
-    figures there (image links relative to ``out_dir``, default ``results_dir``)."""
-    results_dir = Path(results_dir)
-    out_dir = Path(out_dir) if out_dir else results_dir
-    res = load(results_dir)
-    parts = [f"# {number} {TITLE}" + (f"\n\n**{QUICK_BANNER}**" if is_quick(res) else "")]
-    if not res:
-        parts.append(f"*{RESULTS_NAME} not found in {results_dir}: lecture_extensions.ipynb {NOT_RUN}.*")
-    for key, (heading, task, tables, figures) in SUBSECTIONS.items():
-        block = [f"## {heading}", f"*Task:* {task}", *[table(res, t) for t in tables],
-                 *[_figure(results_dir / f, out_dir, text) for f, text in figures], discussion(res, key)]
-        parts.append("\n\n".join(b.strip() for b in block))
-    return "\n\n".join(parts) + "\n"
+    """Section 6 of the report (see ``NotebookSection.section``)."""
+    return SECTION.section(results_dir, out_dir, number)
