@@ -40,8 +40,8 @@ def train(net, epochs=200, batch_size=256, lr=0.1, reg=5e-4, log_every_n=50, dat
     `log_every_n` is the starter's argument: here a progress bar and a line per epoch
     report the loss instead. Extra keyword arguments go to `fit` (resume, seed, ...)."""
     recipe = recipe or replace(PRETRAIN, batch_size=batch_size, lr=lr, weight_decay=reg)
-    return fit(net, data or default_data(), epochs, recipe, desc="pretrain", best_path=save_best,
-               **fit_kwargs)
+    return fit(net, data or default_data(), epochs, recipe, desc="pretrain",
+               best_path=_best_path(save_best, fit_kwargs), **fit_kwargs)
 
 
 def finetune(net, epochs=20, batch_size=256, lr=0.002, reg=1e-4, log_every_n=50, data=None,
@@ -51,8 +51,13 @@ def finetune(net, epochs=20, batch_size=256, lr=0.002, reg=1e-4, log_every_n=50,
     to `save_best` (the course notebook loads quantized_net_after_finetune.pt right after;
     None: not saved). Extra keyword arguments go to `fit` (masks, teacher, resume, ...)."""
     recipe = recipe or replace(FAITHFUL, batch_size=batch_size, lr=lr, weight_decay=reg)
-    return fit(net, data or default_data(), epochs, recipe, desc="finetune", best_path=save_best,
-               **fit_kwargs)
+    return fit(net, data or default_data(), epochs, recipe, desc="finetune",
+               best_path=_best_path(save_best, fit_kwargs), **fit_kwargs)
+
+
+def _best_path(save_best, fit_kwargs):
+    """`best_path=` (fit's name, as a notebook stage passes it) overrides `save_best`."""
+    return fit_kwargs.pop("best_path", save_best)
 
 
 def test(net, data=None):

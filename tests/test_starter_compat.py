@@ -137,3 +137,13 @@ def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path):
     loaded = torch.load(path, map_location=lambda storage, loc: storage, weights_only=True)
     net = tu.load_checkpoint(ResNetCIFAR(20), path)
     assert all(torch.equal(net.state_dict()[k], loaded[k]) for k in state)
+
+
+def test_best_path_as_fit_names_it_overrides_save_best(tmp_path, monkeypatch, data):
+    monkeypatch.chdir(tmp_path)  # a stage passes fit's best_path=; it used to collide with save_best
+    record = tu.finetune(ResNetCIFAR(num_layers=20), 1, 16, 0.05, 1e-4, data=data, progress=False,
+                         best_path=tmp_path / "stage_best.pt")
+    assert (tmp_path / "stage_best.pt").is_file()
+    assert not (tmp_path / "quantized_net_after_finetune.pt").exists()
+    best = tu.load_checkpoint(ResNetCIFAR(num_layers=20), tmp_path / "stage_best.pt")
+    assert tu.evaluate(best, data)[0] == record["best_acc"]
