@@ -18,7 +18,8 @@ if [ ! -f "$HW4_DATA_DIR/cifar10.npz" ] && [ -f ../shared/data/cifar10/prepare.p
 fi
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 step "pretraining (resumes per epoch)"
-[ -f checkpoints/pretrained_model.pt ] || \
+# the log is written after the checkpoint: without it the run is not over (rerunning finishes it)
+[ -f checkpoints/pretrained_model.json ] || \
     $PY train_util.py pretrain --epochs 200 --out checkpoints/pretrained_model.pt --data-dir "$HW4_DATA_DIR"
 step "hw4.ipynb full mode"
 $PY run_notebooks.py --skip-lab1 --skip-extensions --skip-deep-compression --skip-report
