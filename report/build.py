@@ -31,7 +31,7 @@ from pathlib import Path
 
 from report.discussion import discussion
 from report.deep_compression_section import section as deep_compression_section
-from report.extensions_section import section as extensions_section
+from report import extensions_section as extensions
 from report.pdf import markdown_to_html, render_pdf
 from report.tables import (NOT_RUN, QUICK_BANNER, caption, get, is_quick, md_table,
                            table, test_set)
@@ -42,6 +42,8 @@ LAB1_NOTEBOOK = "lab1_sparse_linear.ipynb"
 LAB1_TAG = "report:lab1-"
 # a "## (c) <heading>" line of lab1_summary.md starts the numbers of question (c)
 LAB1_SECTION = re.compile(r"^## \(([a-f])\)[ \t]*(.*)$", re.M)
+# where answers.md cites a measurement of the lecture extensions (see tf_section)
+MEASURED = re.compile(r"^<!-- measured: (1\.\d+) -->$", re.M)
 TITLE = "ECE 661 Homework 4: Pruning and Fixed-point Quantization"
 
 # --------------------------------------------------------------------------- questions
@@ -193,10 +195,13 @@ def title_section(results: dict, root: Path) -> str:
             f"{info}\n")
 
 
-def tf_section(results: dict) -> str:
-    """Section 1: our True/False answers (report/answers.md without its own title)."""
+def tf_section(results: dict, rdir: Path) -> str:
+    """Section 1: our True/False answers (report/answers.md without its own title); a line
+    ``<!-- measured: 1.2 -->`` becomes the measurements of section 6 that the answer cites."""
     body = ANSWERS.read_text() if ANSWERS.exists() else f"True/False answers: {NOT_RUN}."
     body = re.sub(r"\A#\s.*\n", "", body.lstrip())
+    measured = extensions.load(rdir)
+    body = MEASURED.sub(lambda m: extensions.evidence(measured, m.group(1)), body)
     return f"# 1 True/False questions{banner(results)}\n\n{body.strip()}\n"
 
 
@@ -331,10 +336,10 @@ def compression_section(results: dict, rdir: Path, out_dir: Path) -> str:
 
 def report_markdown(results: dict, rdir: Path, out_dir: Path, root: Path) -> str:
     """The whole report as markdown (image links relative to ``out_dir``)."""
-    sections = [title_section(results, root), tf_section(results),
+    sections = [title_section(results, root), tf_section(results, rdir),
                 lab1_section(results, root, out_dir), lab2_section(results, rdir, out_dir),
                 lab3_section(results, rdir, out_dir), compression_section(results, rdir, out_dir),
-                extensions_section(rdir, out_dir, number=6),
+                extensions.section(rdir, out_dir, number=6),
                 deep_compression_section(rdir, out_dir, number=7)]
     return "\n\n".join(s.strip() for s in sections) + "\n"
 

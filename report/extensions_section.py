@@ -380,6 +380,19 @@ _DISCUSSIONS = {"prune_sensitivity": _d_prune_sensitivity, "quant_sensitivity": 
 
 
 # ---------------------------------------------------------------- section
+# True/False problem -> the subsection whose measurements its answer cites
+EVIDENCE = {"1.2": ("timing", "CPU inference time"), "1.10": ("mixed_precision", "mixed precision")}
+
+
+def evidence(results: dict, problem: str) -> str:
+    """The measured sentences a True/False answer cites, or a line saying they are not run."""
+    key, label = EVIDENCE[problem]
+    where = f"section 6, {label}"
+    if not get(results or {}, key):
+        return f"*Measured on our ResNet-20 ({where}): lecture_extensions.ipynb {NOT_RUN}.*"
+    return f"*Measured on our ResNet-20 ({where}):* {discussion(results, key)}"
+
+
 SECTION = NotebookSection("lecture_extensions.ipynb", RESULTS_NAME, TITLE, SUBSECTIONS, _TABLES,
                           {key: (write, key) for key, write in _DISCUSSIONS.items()})
 table, discussion, load = SECTION.table, SECTION.discussion, SECTION.load

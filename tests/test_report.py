@@ -174,7 +174,10 @@ def test_pdf_has_every_heading_and_caption(full):
         assert squash(caption_text(table(results, key))) in text, key
     # hw4 is complete in this fixture; only the extensions section (6) has no results here
     hw4_part, extensions = md.split("\n# 6 ", 1)
-    assert NOT_RUN not in hw4_part and NOT_RUN in extensions
+    cited = [line for line in hw4_part.splitlines() if line.startswith("*Measured on our ResNet-20")]
+    assert len(cited) == 2 and all(NOT_RUN in line for line in cited)  # T/F 1.2, 1.10 cite section 6
+    assert NOT_RUN not in "\n".join(line for line in hw4_part.splitlines() if line not in cited)
+    assert NOT_RUN in extensions
     assert QUICK_BANNER not in " ".join(pages)
 
 
@@ -412,3 +415,23 @@ def test_compression_table_and_discussion():
     assert "89.87 / 90.41%" in text and "1080.0 KiB" in text
     assert "Compression: not run" in table({}, "compression")
     assert discussion({}, "compression") == "Compression: not run."
+
+
+def test_true_false_answers_cite_the_extensions_measurements(tmp_path):
+    """answers.md's measurement markers become section 6's sentences (or a not-run line)."""
+    from report import extensions_section as ext
+    from report.build import tf_section
+    before = tf_section({}, tmp_path)
+    assert "<!-- measured" not in before
+    assert before.count("lecture_extensions.ipynb not run") == len(ext.EVIDENCE)
+    results = {"timing": {name: {"median_ms": ms, "weights": 1000, "nonzero": nz, "macs": macs,
+                                 "batch": 256, "images_per_s": 256e3 / ms, "threads": 2, "repeats": 9}
+                          for name, ms, nz, macs in (("dense", 40.0, 1000, 4e7),
+                                                      ("element-wise", 41.0, 200, 4e7),
+                                                      ("filter", 12.0, 200, 1e7))}}
+    (tmp_path / ext.RESULTS_NAME).write_text(json.dumps(results))
+    after = tf_section({}, tmp_path)
+    problem_1_2 = after.split("## Problem 1.2")[1].split("## Problem 1.3")[0]
+    assert "41.0 ms" in problem_1_2 and "12.0 ms" in problem_1_2   # the measured times, cited
+    problem_1_10 = after.split("## Problem 1.10")[1]
+    assert "lecture_extensions.ipynb not run" in problem_1_10      # no mixed-precision numbers
