@@ -23,25 +23,12 @@ import experiment as ex
 import train_util as tu
 from report import deep_compression_section as sec
 from report.tables import NOT_RUN, QUICK_BANNER
+from helpers import random_resnet, randomize_batch_norm
 from resnet20 import ResNetCIFAR
 
 
-def randomize_batch_norm(net):
-    """Non-trivial batch-norm parameters and statistics (a fresh net has 1s and 0s)."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.num_batches_tracked.fill_(7)
-    return net
-
-
 def pruned_shared_net(num_layers=8, bits=3, s=0.7, seed=0):
-    torch.manual_seed(seed)
-    net = randomize_batch_norm(ResNetCIFAR(num_layers=num_layers)).eval()
+    net = random_resnet(num_layers, seed)
     cp.prune_by_std(net, s)
     return cp.share_weights_(net, bits, "linear")
 

@@ -18,6 +18,7 @@ import experiment as ex
 import extensions as ext
 import train_util as tu
 from FP_layers import linear_quantize
+from helpers import random_resnet
 from report import extensions_section as sec
 from report.tables import NOT_RUN, QUICK_BANNER
 from resnet20 import ResNetCIFAR
@@ -33,16 +34,7 @@ def weight(shape=(6, 5, 3, 3)):
 
 def tiny_net(seed=0):
     """ResNet-8 with random weights and non-trivial batch-norm statistics, in eval mode."""
-    torch.manual_seed(seed)
-    net = ResNetCIFAR(num_layers=8)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return random_resnet(8, seed)
 
 
 # ----------------------------------------------------------------------------- quantizers
