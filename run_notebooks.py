@@ -75,18 +75,16 @@ def main(argv=None):
     # quick mode is a smoke test that must finish; full mode may train for hours per cell
     timeout = QUICK_CELL_TIMEOUT_S if args.quick else None
     results_dir = ROOT / ("report/quick" if args.quick else "report")
-    if not args.skip_lab1:  # Lab 1 is exact and takes seconds: it has no quick mode
-        lab1 = ROOT / "lab1_sparse_linear.ipynb"
-        execute(lab1, results_dir / "lab1_executed.ipynb" if args.quick else lab1, env, timeout)
-    if not args.skip_hw4:
-        hw4 = ROOT / "hw4.ipynb"
-        execute(hw4, results_dir / "hw4_quick.ipynb" if args.quick else hw4, env, timeout)
-    if not args.skip_extensions:
-        ext = ROOT / "lecture_extensions.ipynb"
-        execute(ext, results_dir / "extensions_quick.ipynb" if args.quick else ext, env, timeout)
-    if not args.skip_deep_compression:
-        dc = ROOT / "deep_compression.ipynb"
-        execute(dc, results_dir / "deep_compression_quick.ipynb" if args.quick else dc, env, timeout)
+    # Lab 1 is exact and takes seconds: it has no quick mode, --quick only writes its copy aside
+    for skip, name, quick_copy in ((args.skip_lab1, "lab1_sparse_linear", "lab1_executed"),
+                                   (args.skip_hw4, "hw4", "hw4_quick"),
+                                   (args.skip_extensions, "lecture_extensions", "extensions_quick"),
+                                   (args.skip_deep_compression, "deep_compression",
+                                    "deep_compression_quick")):
+        if not skip:  # full mode executes in place: the committed notebook carries its outputs
+            notebook = ROOT / f"{name}.ipynb"
+            out = results_dir / f"{quick_copy}.ipynb" if args.quick else notebook
+            execute(notebook, out, env, timeout)
     if not args.skip_report:
         subprocess.run([sys.executable, "-m", "report", "--results-dir", str(results_dir)],
                        cwd=ROOT, check=True)

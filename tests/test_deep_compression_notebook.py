@@ -1,13 +1,11 @@
 """Execute deep_compression.ipynb top to bottom in quick mode (CPU, small data) and check
 what it wrote: every result key labelled quick, a compressed file that round-trips exactly,
 and the figures."""
-import json
-import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from helpers import execute_quick
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_DIR = ROOT / "report" / "quick"
@@ -18,13 +16,7 @@ FIGURES = ("dc_bytes.png", "dc_histograms.png", "dc_huffman.png", "dc_kmeans.png
 
 @pytest.fixture(scope="module")
 def results():
-    os.environ.update(HW4_QUICK="1", MPLBACKEND="Agg")
-    path = QUICK_DIR / "deep_compression.json"
-    path.unlink(missing_ok=True)  # a stale file must not pass for this run's output
-    nb = nbformat.read(ROOT / "deep_compression.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
-    return json.loads(path.read_text())
+    return execute_quick("deep_compression.ipynb", "deep_compression.json")
 
 
 def test_results_written_and_labelled_quick(results):

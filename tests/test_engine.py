@@ -1,12 +1,10 @@
 """The CPU-first engine: bf16 step against an fp32 reference, per-epoch resume (bitwise,
 in process and across a killed process), non-finite losses, resume-state hygiene."""
 import copy
-import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

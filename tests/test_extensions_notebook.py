@@ -1,12 +1,10 @@
 """Execute lecture_extensions.ipynb top to bottom in quick mode (CPU, synthetic data when
 CIFAR-10 is absent) and check it wrote every section and figure, labelled quick."""
-import json
-import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from helpers import execute_quick
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_DIR = ROOT / "report" / "quick"
@@ -18,13 +16,7 @@ FIGURES = ("ext_prune_sensitivity.png", "ext_quant_sensitivity.png", "ext_coarse
 
 @pytest.fixture(scope="module")
 def results():
-    os.environ.update(HW4_QUICK="1", MPLBACKEND="Agg")
-    path = QUICK_DIR / "extensions.json"
-    path.unlink(missing_ok=True)  # a stale file must not pass for this run's output
-    nb = nbformat.read(ROOT / "lecture_extensions.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
-    return json.loads(path.read_text())
+    return execute_quick("lecture_extensions.ipynb", "extensions.json")
 
 
 def test_every_section_written_and_labelled_quick(results):

@@ -1,13 +1,11 @@
 """Execute hw4.ipynb top to bottom in quick mode (CPU, synthetic data when CIFAR-10 is absent)
 and check what it wrote: every question's result, the invariants the labs promise (zeros
 survive finetuning and quantization), the figures, and the report built from them."""
-import json
-import os
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from helpers import execute_quick
 
 from report.tables import QUICK_BANNER
 
@@ -22,13 +20,7 @@ FIGURES = ("hw4_2b_layer_zeros.png", "hw4_2cd_curves.png", "hw4_2e_layer_zeros.p
 
 @pytest.fixture(scope="module")
 def results():
-    os.environ.update(HW4_QUICK="1", MPLBACKEND="Agg")
-    if (QUICK_DIR / "results.json").exists():
-        (QUICK_DIR / "results.json").unlink()  # a stale file must not pass for this run's output
-    nb = nbformat.read(ROOT / "hw4.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
-    return json.loads((QUICK_DIR / "results.json").read_text())
+    return execute_quick("hw4.ipynb", "results.json")
 
 
 def test_every_question_has_a_result_labelled_quick(results):
