@@ -65,7 +65,7 @@ class NotebookSection:
         res = self.load(results_dir)
         parts = [f"# {number} {self.title}" + (f"\n\n**{QUICK_BANNER}**" if is_quick(res) else "")]
         if not res:
-            parts.append(f"*{self.results_name} not found in {results_dir}: {self.notebook} {NOT_RUN}.*")
+            parts.append(f"*No {self.results_name} beside the report: {self.notebook} {NOT_RUN}.*")
         for key, (heading, task, tables, figures) in self.subsections.items():
             block = [f"## {heading}", f"*Task:* {task}", *[self.table(res, t) for t in tables],
                      *[figure(results_dir / f, out_dir, text) for f, text in figures],
