@@ -39,6 +39,7 @@ class CifarData:
     y_test: torch.Tensor
     source: str
     name: str = "CIFAR-10"  # "synthetic" for the CI stand-in
+    eval_label: str | None = None  # set when the evaluation images are not the test images
 
     @property
     def n_test(self):
@@ -47,6 +48,8 @@ class CifarData:
     @property
     def test_label(self):
         """Names the images accuracies are measured on, e.g. "CIFAR-10 test[0:1000]"."""
+        if self.eval_label:
+            return self.eval_label
         if self.name == "CIFAR-10" and self.n_test == 10000:
             return "CIFAR-10 test (all 10000 images)"
         return f"{self.name} test[0:{self.n_test}]"
@@ -63,6 +66,19 @@ class CifarData:
         """The first n_train training and n_test test images (quick mode)."""
         return replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
                        x_test=self.x_test[:n_test], y_test=self.y_test[:n_test])
+
+    def split_validation(self, n_val):
+        """(training part, validation part): the last `n_val` training images held out of
+        training. The validation part evaluates on them instead of the test images, so
+        that a tuning decision never sees a test image."""
+        n = len(self.y_train)
+        if not 0 < n_val < n:
+            raise ValueError(f"a validation split needs 0 < n_val < {n} training images, got {n_val}")
+        keep = n - n_val
+        train = replace(self, x_train=self.x_train[:keep], y_train=self.y_train[:keep])
+        val = replace(train, x_test=self.x_train[keep:], y_test=self.y_train[keep:],
+                      eval_label=f"{self.name} train[{keep}:{n}] (validation, held out of training)")
+        return train, val
 
     def describe(self):
         return (f"{len(self.y_train)} training images, {self.n_test} test images "

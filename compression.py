@@ -868,7 +868,7 @@ def ratios(net, report, bits):
 class DCSettings:
     """What deep_compression.ipynb runs in one mode (quick: a smoke test, never results)."""
     sensitivities: tuple = (0.0, 0.25, 0.5, 1.0)   # pruning by std, one shot from the dense model
-    retrain_epochs: int = 10        # masked retraining per s (s = 0 prunes nothing: not retrained)
+    retrain_epochs: int = 10        # masked retraining per s (s = 0 prunes nothing: the reference)
     kmeans_bits: tuple = (6, 5, 4, 3)
     hist_bits: int = 4              # the histograms before/after K-means
     huffman_bits: int = 5
@@ -877,15 +877,17 @@ class DCSettings:
     ladder_epochs: int = 20
     candidate_bits: tuple = (5, 4, 3)
     quant_epochs: int = 4           # trained quantization of one candidate
-    max_quant_runs: int = 3         # candidates trained at most
-    max_drop: float = 1.0           # points below the dense model allowed
+    max_quant_runs: int = 2         # candidates trained at most
+    max_drop: float = 1.0           # points below the reference allowed (validation accuracy)
     recoverable: float = 3.0        # a candidate whose K-means accuracy is further below is skipped
     quant_lr: float = 1e-3          # peak lr of the centroids (summed gradients: smaller than 0.05)
+    # the last training images, held out of every DC training: the pipeline's decisions
+    # (how far to prune, which candidate to keep) are made on them, never on test images
+    val_images: int = 5000
 
     def max_epochs(self):
         """Training epochs of a run that uses every stage."""
-        retrained = sum(s > 0 for s in self.sensitivities)
-        return (retrained * self.retrain_epochs + len(self.ladder) * self.ladder_epochs
+        return (len(self.sensitivities) * self.retrain_epochs + len(self.ladder) * self.ladder_epochs
                 + self.max_quant_runs * self.quant_epochs)
 
 
@@ -893,7 +895,7 @@ FULL_DC = DCSettings()
 # Quick: every stage once, 1 epoch each; a 100-point budget so that no step is skipped
 # (a 1-epoch stand-in model would otherwise stop the ladder at once).
 QUICK_DC = replace(FULL_DC, retrain_epochs=1, ladder=(1.25,), ladder_epochs=1, candidate_bits=(5, 4),
-                   quant_epochs=1, max_quant_runs=2, max_drop=100.0, recoverable=100.0)
+                   quant_epochs=1, max_quant_runs=2, max_drop=100.0, recoverable=100.0, val_images=256)
 
 
 def retrain_recipe():
@@ -917,8 +919,19 @@ class DeepCompressionRun(ex.Experiment):
     def __init__(self, quick, data_dir=None, seed=0):
         self.dc = QUICK_DC if quick else FULL_DC
         super().__init__(quick, data_dir, seed)
+        self.split_validation()
         self.results["meta"].update(dc_settings=asdict(self.dc), retrain_recipe=asdict(retrain_recipe()),
-                                    quant_recipe=asdict(quant_recipe(self.dc)))
+                                    quant_recipe=asdict(quant_recipe(self.dc)),
+                                    validation_label=self.val_data.test_label,
+                                    dc_train_images=len(self.train_data.y_train))
+
+    def split_validation(self):
+        """`train_data`: what every DC stage trains on; `val_data`: the held-out training
+        images the decisions use; `data` keeps the test images, for the reported numbers."""
+        self.train_data, self.val_data = self.data.split_validation(self.dc.val_images)
+
+    def data_identity(self):
+        return {**super().data_identity(), "validation_images": self.dc.val_images}
 
     def _load_results(self):
         self.results_path = self.settings.results_dir / RESULTS_NAME
@@ -937,7 +950,18 @@ class DeepCompressionRun(ex.Experiment):
         return own
 
     def evaluate(self, net):
+        """Accuracy on the test images: reported, never used to decide anything."""
         return tu.evaluate(net, self.data)[0]
+
+    def validate(self, net):
+        """Accuracy on the held-out training images: what the pipeline's decisions use."""
+        return tu.evaluate(net, self.val_data)[0]
+
+    def target(self):
+        """The validation accuracy a compressed model must keep: max_drop below the
+        reference, the dense model retrained as the pruned ones were (s = 0 prunes nothing).
+        The dense model itself is no reference on these images: it trained on them."""
+        return self.results["retrain"]["0"]["val_acc"] - self.dc.max_drop
 
 
 def s_tag(s):
@@ -972,17 +996,20 @@ def retrain_pruned(run, s, teacher):
     before = run.evaluate(net)
 
     def train(net, resume):
-        return tu.fit(net, run.data, run.dc.retrain_epochs, retrain_recipe(), masks=masks, teacher=teacher,
+        return tu.fit(net, run.train_data, run.dc.retrain_epochs, retrain_recipe(), masks=masks, teacher=teacher,
                       seed=run.seed, desc=f"retrain s={s:g}", resume=resume)
 
     record = run.stage(f"dc_prune_{s_tag(s)}", net, train, recipe=retrain_recipe(), s=s,
                        epochs=run.dc.retrain_epochs)
-    return {"s": s, "before": before, **ex.summary(record, net)}
+    return {"s": s, "before": before, **ex.summary(record, net), "val_acc": run.validate(net)}
 
 
 def retrain_all(run, teacher):
-    """Masked retraining for every s > 0 (s = 0 prunes nothing)."""
-    return {f"{s:g}": retrain_pruned(run, s, teacher) for s in run.dc.sensitivities if s > 0}
+    """Masked retraining for every s; s = 0 prunes nothing and is the reference the
+    pipeline's decisions compare with (`DeepCompressionRun.target`)."""
+    if 0.0 not in run.dc.sensitivities:
+        raise ValueError("DCSettings.sensitivities needs s = 0: its retrained dense model is the reference")
+    return {f"{s:g}": retrain_pruned(run, s, teacher) for s in run.dc.sensitivities}
 
 
 # ----------------------------------------------------------------------------- 2. K-means
@@ -1030,21 +1057,21 @@ def huffman_study(run, checkpoint):
 def ladder(run, start, start_record, reference_std, teacher):
     """Further pruning steps s = dc.ladder (s x the dense std), each from the previous
     retrained model and retrained with its masks; stops once a step ends more than
-    max_drop below the dense model (pruning further would only lose more)."""
+    max_drop below the reference on the validation images (pruning further would only lose more)."""
     models = [{"name": f"s={run.dc.start_s:g} one-shot", "s": run.dc.start_s, "checkpoint": str(start),
-               "final_acc": start_record["final_acc"], "zeros_pct": start_record["zeros_pct"]}]
-    target = run.results["dense"]["acc"] - run.dc.max_drop
+               "final_acc": start_record["final_acc"], "val_acc": start_record["val_acc"],
+               "zeros_pct": start_record["zeros_pct"]}]
     for s in run.dc.ladder:
-        if models[-1]["final_acc"] < target:
-            print(f"ladder stops before s={s:g}: {models[-1]['name']} is already "
-                  f"{run.results['dense']['acc'] - models[-1]['final_acc']:.2f} points below the dense model")
+        if models[-1]["val_acc"] < run.target():
+            print(f"ladder stops before s={s:g}: {models[-1]['name']} is already more than "
+                  f"{run.dc.max_drop:g} points below the reference on {run.val_data.test_label}")
             break
         previous = Path(models[-1]["checkpoint"])
         net = run.model(checkpoint=previous)
         masks = prune_by_std(net, s, reference_std)
 
         def train(net, resume, masks=masks, s=s):
-            return tu.fit(net, run.data, run.dc.ladder_epochs, retrain_recipe(), masks=masks,
+            return tu.fit(net, run.train_data, run.dc.ladder_epochs, retrain_recipe(), masks=masks,
                           teacher=teacher, seed=run.seed, desc=f"ladder s={s:g}", resume=resume)
 
         name = f"dc_ladder_{s_tag(s)}"
@@ -1052,7 +1079,7 @@ def ladder(run, start, start_record, reference_std, teacher):
                                       epochs=run.dc.ladder_epochs), net)
         models.append({"name": f"s={s:g} ladder", "s": s, "checkpoint": str(run.checkpoint_of(name)),
                        "final_acc": record["final_acc"], "best_acc": record["best_acc"],
-                       "zeros_pct": record["zeros_pct"], "epochs": record["epochs"],
+                       "val_acc": run.validate(net), "zeros_pct": record["zeros_pct"], "epochs": record["epochs"],
                        "history": record["history"]})
     return models
 
@@ -1065,14 +1092,14 @@ def candidate(run, model, bits):
     data, report = compress(net)
     return {"model": model["name"], "s": model["s"], "checkpoint": model["checkpoint"], "bits": bits,
             "float_acc": model["final_acc"], "zeros_pct": model["zeros_pct"], "kmeans_acc": run.evaluate(net),
-            **ratios(net, report, bits)}
+            "kmeans_val_acc": run.validate(net), **ratios(net, report, bits)}
 
 
 def candidates(run, models):
-    """Every (pruned model, bits) whose float model is within max_drop of the dense model
-    (if none is, the most accurate model), by file ratio, highest first."""
-    target = run.results["dense"]["acc"] - run.dc.max_drop
-    usable = [m for m in models if m["final_acc"] >= target] or [max(models, key=lambda m: m["final_acc"])]
+    """Every (pruned model, bits) whose float model keeps the validation target (if none
+    does, the model best on the validation images), by file ratio, highest first."""
+    usable = ([m for m in models if m["val_acc"] >= run.target()]
+              or [max(models, key=lambda m: m["val_acc"])])
     found = [candidate(run, m, b) for m in tqdm(usable, desc="candidates", leave=False) for b in run.dc.candidate_bits]
     return sorted(found, key=lambda c: -c["ratio_file"])
 
@@ -1086,7 +1113,7 @@ def trained_quantization(run, cand, teacher):
     recipe = quant_recipe(run.dc)
 
     def train(net, resume):
-        return tu.fit(net, run.data, run.dc.quant_epochs, recipe, teacher=teacher, seed=run.seed,
+        return tu.fit(net, run.train_data, run.dc.quant_epochs, recipe, teacher=teacher, seed=run.seed,
                       desc=f"centroids {cand['model']} {cand['bits']}-bit", resume=resume)
 
     name = f"dc_quant_{s_tag(cand['s'])}_{cand['bits']}bit"
@@ -1096,28 +1123,29 @@ def trained_quantization(run, cand, teacher):
 
 
 def pipeline(run, models, teacher):
-    """Trained quantization of the candidates, highest file ratio first, until one ends
-    at most max_drop below the dense model (at most max_quant_runs; candidates whose
-    K-means accuracy is more than `recoverable` below that are skipped). Returns (all
-    candidates, the attempts, (chosen attempt, its trained net)): the first attempt that
-    met the target, else the most accurate one. `write_and_verify` writes the file."""
-    dense_acc = run.results["dense"]["acc"]
-    target = dense_acc - run.dc.max_drop
+    """Trained quantization of the candidates, highest file ratio first, until one keeps
+    the validation target (at most max_quant_runs; candidates whose K-means validation
+    accuracy is more than `recoverable` below it are skipped). Returns (all candidates,
+    the attempts, (chosen attempt, its trained net)): the first attempt that kept the
+    target, else the one best on the validation images. Every decision here reads the
+    validation images; test accuracies are only recorded. `write_and_verify` writes the file."""
+    target = run.target()
     cands = candidates(run, models)
-    hopeful = [c for c in cands if c["kmeans_acc"] >= target - run.dc.recoverable]
+    hopeful = [c for c in cands if c["kmeans_val_acc"] >= target - run.dc.recoverable]
     for c in cands:
         if c not in hopeful:
-            c["skipped"] = f"K-means accuracy more than {run.dc.recoverable:g} points below the target"
-    # nothing hopeful: train the most accurate one anyway, to report how far it gets
-    queue = hopeful or [max(cands, key=lambda c: c["kmeans_acc"])]
+            c["skipped"] = f"K-means validation accuracy more than {run.dc.recoverable:g} points below the target"
+    # nothing hopeful: train the best one anyway, to report how far it gets
+    queue = hopeful or [max(cands, key=lambda c: c["kmeans_val_acc"])]
     attempts = []
     for cand in queue[:run.dc.max_quant_runs]:
         net, record = trained_quantization(run, cand, teacher)
-        attempts.append(({**cand, "compressed_acc": run.evaluate(net), "record": record}, net))
-        if attempts[-1][0]["compressed_acc"] >= target:
+        attempts.append(({**cand, "compressed_acc": run.evaluate(net), "compressed_val_acc": run.validate(net),
+                          "record": record}, net))
+        if attempts[-1][0]["compressed_val_acc"] >= target:
             break
-    passing = [a for a in attempts if a[0]["compressed_acc"] >= target]
-    chosen = passing[0] if passing else max(attempts, key=lambda a: a[0]["compressed_acc"])
+    passing = [a for a in attempts if a[0]["compressed_val_acc"] >= target]
+    chosen = passing[0] if passing else max(attempts, key=lambda a: a[0]["compressed_val_acc"])
     return cands, [a for a, _ in attempts], chosen
 
 
@@ -1135,6 +1163,7 @@ def write_and_verify(run, attempt, net):
     dense_acc = run.results["dense"]["acc"]
     return {"file": str(path), "sha256": tu.sha256(path), "dense_acc": dense_acc, "final_acc": final_acc,
             "drop": dense_acc - final_acc, "target_met": dense_acc - final_acc <= run.dc.max_drop,
+            "val_acc": attempt["compressed_val_acc"], "reference_val_acc": run.results["retrain"]["0"]["val_acc"],
             "exact_round_trip": exact, "compressed_acc": attempt["compressed_acc"],
             "bits": attempt["bits"], "s": attempt["s"], "model": attempt["model"],
             "zeros_pct": attempt["zeros_pct"],  # of the pruned layers, as everywhere else

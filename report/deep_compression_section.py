@@ -39,7 +39,10 @@ SUBSECTIONS = {
         "The whole pipeline, to a file",
         "Pruning steps beyond s = 1 (s x the dense std, each retrained), K-means at several bits, "
         "trained quantization of the centroids, float16 batch norm, Huffman coding, written to one "
-        "file and read back into a plain ResNet-20; the seed's formula ratio beside the real file's.",
+        "file and read back into a plain ResNet-20; the seed's formula ratio beside the real file's. "
+        "How far to prune and which candidate to keep is decided on training images held out of every "
+        "retraining (validation), against the dense model retrained the same way (s = 0); the test "
+        "images only measure the result.",
         ["pipeline", "final", "bytes"], [("dc_pipeline.png", "candidates: file ratio against accuracy"),
                                          ("dc_bytes.png", "where the bytes of the file go")]),
 }
@@ -71,10 +74,10 @@ def _prune(res: dict) -> str:
     for s in _s_sorted(p):
         r = get(res, "retrain", s)
         rows.append([s, fmt(p[s]["zeros_pct"]), fmt(p[s]["acc"]),
-                     fmt(get(r, "best_acc")) if r else "nothing pruned", fmt(get(r, "final_acc")) if r else "",
-                     str(get(r, "epochs") or "")])
+                     fmt(get(r, "best_acc")) if r else "not retrained", fmt(get(r, "final_acc")) if r else "",
+                     fmt(get(r, "val_acc")) if r else "", str(get(r, "epochs") or "")])
     header = ["s", "zeros (%)", acc_col(res, "no retraining"), acc_col(res, "retrained, best"),
-              acc_col(res, "retrained, final"), "epochs"]
+              acc_col(res, "retrained, final"), "validation, final (%)", "epochs"]
     return f"{caption(res, title)}\n\n{md_table(header, rows)}\n"
 
 
@@ -123,11 +126,14 @@ def _pipeline(res: dict) -> str:
     rows = []
     for c in p["candidates"]:
         a = trained.get((c["model"], c["bits"]))
+        untrained = "skipped" if c.get("skipped") else "not trained"
         rows.append([c["model"], fmt(c["zeros_pct"], 1), str(c["bits"]), fmt(c["float_acc"]), fmt(c["kmeans_acc"]),
-                     fmt(a["compressed_acc"]) if a else ("skipped" if c.get("skipped") else "not trained"),
+                     fmt(a["compressed_acc"]) if a else untrained, fmt(c.get("kmeans_val_acc")),
+                     fmt(a.get("compressed_val_acc")) if a else untrained,
                      _ratio(c["ratio_formula"]), _ratio(c["ratio_file"]), _kib(c["file_bytes"])])
     header = ["pruned model", "zeros (%)", "bits", acc_col(res, "float"), acc_col(res, "K-means"),
-              acc_col(res, "trained"), "ratio (seed's formula)", "ratio (file)", "file (KiB)"]
+              acc_col(res, "trained"), "K-means, validation (%)", "trained, validation (%)",
+              "ratio (seed's formula)", "ratio (file)", "file (KiB)"]
     return f"{caption(res, title)}\n\n{md_table(header, rows)}\n"
 
 
@@ -220,6 +226,9 @@ def _d_final(res: dict) -> str:
     share = lambda name: fmt(100 * parts.get(name, 0) / total, 1)
     max_drop = get(res, "meta", "dc_settings", "max_drop") or 1.0
     verdict = ("within" if f["target_met"] else "short of") + f" the {fmt(max_drop, 1)}-point target"
+    chosen_on = (f"It was chosen on {res['meta']['validation_label']}: {fmt(f.get('val_acc'))}% there against "
+                 f"{fmt(f.get('reference_val_acc'))}% for the dense model retrained the same way."
+                 if get(res, "meta", "validation_label") and f.get("val_acc") is not None else "")
     return join(
         f"The file ({total} bytes: {f['model']}, {f['bits']} bits, {fmt(f['zeros_pct'], 1)}% zeros) decodes to "
         f"{fmt(f['final_acc'])}%, {versus(f['final_acc'], f['dense_acc'], 'the dense model')}, {verdict}.",
@@ -227,7 +236,7 @@ def _d_final(res: dict) -> str:
         f"{fmt(f['ratio_formula'], 1)}x because it counts only the Huffman-coded indices.",
         f"Indices take {share('indices')}% of the file, positions {share('positions')}%, batch norm "
         f"{share('batch norm')}%, codebooks and Huffman tables "
-        f"{fmt(100 * (parts.get('codebooks', 0) + parts.get('huffman tables', 0)) / total, 1)}%.")
+        f"{fmt(100 * (parts.get('codebooks', 0) + parts.get('huffman tables', 0)) / total, 1)}%.", chosen_on)
 
 
 _DISCUSSIONS = {"prune": (_d_prune, "prune_std"), "kmeans": (_d_kmeans, "kmeans"),

@@ -468,10 +468,11 @@ def tiny_run(tmp_path):
     torch.manual_seed(0)
     pretrained = tu.save_checkpoint(randomize_batch_norm(ResNetCIFAR(num_layers=8)), tmp_path / "pretrained.pt")
     run = cp.DeepCompressionRun.__new__(cp.DeepCompressionRun)
-    run.dc = replace(cp.QUICK_DC, sensitivities=(0.0, 1.0), candidate_bits=(4,), max_quant_runs=1)
+    run.dc = replace(cp.QUICK_DC, sensitivities=(0.0, 1.0), candidate_bits=(4,), max_quant_runs=1, val_images=8)
     run.settings = ex.Settings(False, 1, 1, 1, None, None, tmp_path / "report", tmp_path / "ckpt")
     run.settings.ckpt_dir.mkdir(parents=True)
     run.seed, run.data = 0, tu.synthetic_cifar(32, 16, device="cpu")
+    run.split_validation()
     run.results = {"meta": {"pretrained": {"sha256": tu.sha256(pretrained)}}}
 
     def model(Nbits=None, checkpoint=None):  # Experiment.model with ResNet-8: seconds, not minutes
@@ -503,6 +504,40 @@ def test_pipeline_writes_a_verified_file_and_reloads_finished_stages(tiny_run, m
     monkeypatch.setattr(tu, "fit", lambda *a, **k: pytest.fail("a finished stage was trained again"))
     again = run_pipeline(tiny_run)[3]
     assert again["sha256"] == final["sha256"]
+
+
+def test_pipeline_trains_on_the_images_the_validation_split_leaves(tiny_run, monkeypatch):
+    seen = []
+    real_fit = tu.fit
+    monkeypatch.setattr(tu, "fit", lambda net, data, *a, **k: seen.append(data) or real_fit(net, data, *a, **k))
+    run_pipeline(tiny_run)
+    assert seen and all(d is tiny_run.train_data for d in seen)
+    assert len(tiny_run.train_data.y_train) == 24
+    assert torch.equal(tiny_run.val_data.x_test, tiny_run.data.x_train[24:])  # held out, not trained on
+
+
+def test_ladder_stops_on_validation_accuracy_whatever_the_test_images_say(tiny_run):
+    tiny_run.dc = replace(tiny_run.dc, max_drop=1.0)
+    tiny_run.results.update(retrain={"0": {"val_acc": 50.0}}, dense={"acc": 10.0})
+    start = {"final_acc": 99.0, "val_acc": 40.0, "zeros_pct": 70.0}  # test: fine; validation: too far
+    models = cp.ladder(tiny_run, Path("unused.pt"), start, {}, teacher=None)
+    assert [m["s"] for m in models] == [tiny_run.dc.start_s]  # no further pruning step trained
+
+
+def test_pipeline_keeps_the_candidate_the_validation_images_pick(tiny_run, monkeypatch):
+    tiny_run.results["retrain"] = {"0": {"val_acc": 80.0}}  # target: 79 on the validation images
+    tiny_run.dc = replace(tiny_run.dc, max_drop=1.0, recoverable=100.0, max_quant_runs=2)
+    fake = [{"model": name, "bits": bits, "kmeans_acc": 90.0, "kmeans_val_acc": 78.5}
+            for name, bits in (("larger ratio", 3), ("smaller ratio", 5))]
+    monkeypatch.setattr(cp, "candidates", lambda run, models: [dict(c) for c in fake])
+    monkeypatch.setattr(cp, "trained_quantization", lambda run, cand, teacher: (cand["model"], {}))
+    test_acc = {"larger ratio": 95.0, "smaller ratio": 60.0}  # the test images would keep the first
+    val_acc = {"larger ratio": 70.0, "smaller ratio": 85.0}
+    monkeypatch.setattr(tiny_run, "evaluate", test_acc.get)
+    monkeypatch.setattr(tiny_run, "validate", val_acc.get)
+    _, attempts, (chosen, net) = cp.pipeline(tiny_run, [], teacher=None)
+    assert [a["model"] for a in attempts] == ["larger ratio", "smaller ratio"]
+    assert net == "smaller ratio" and chosen["compressed_acc"] == 60.0  # reported, not chosen on
 
 
 # ============================================================================ report section

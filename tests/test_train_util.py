@@ -401,6 +401,19 @@ def test_test_label():
     assert tu.synthetic_cifar(20, 10, device="cpu").test_label == "synthetic test[0:10]"
 
 
+def test_validation_split_holds_out_the_last_training_images():
+    data = tu.synthetic_cifar(20, 10, device="cpu")
+    train, val = data.split_validation(5)
+    assert torch.equal(train.x_train, data.x_train[:15]) and torch.equal(train.y_train, data.y_train[:15])
+    assert torch.equal(val.x_test, data.x_train[15:]) and torch.equal(val.y_test, data.y_train[15:])
+    assert torch.equal(train.x_test, data.x_test)  # the training part still reports on the test images
+    assert val.test_label == "synthetic train[15:20] (validation, held out of training)"
+    assert train.test_label == data.test_label == "synthetic test[0:10]"
+    for bad in (0, 20):
+        with pytest.raises(ValueError, match="0 < n_val < 20"):
+            data.split_validation(bad)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 def states_equal(a, b):
