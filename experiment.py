@@ -28,6 +28,19 @@ from report.tables import QUICK_BANNER, get  # one wording for notebook, results
 from resnet20 import ResNetCIFAR
 
 PRETRAINED = Path("checkpoints/pretrained_model.pt")
+TUNING = Path("report/tuning.json")
+# Stages whose improved recipe is the one tuning.py chose on a validation split, and the
+# decision they take it from: Lab 3 (e) trains like Lab 2 (e), with 4-bit weights.
+TUNED_STAGES = {"lab2e": "lab2e_improved", "lab3e": "lab2e_improved"}
+
+
+def tuned_recipes(path=TUNING):
+    """{decision: Recipe chosen on the validation split} from tuning.py's file ({} if none)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    decisions = json.loads(path.read_text())
+    return {name: tu.Recipe(**d["runs"][d["chosen"]]["recipe"]) for name, d in decisions.items()}
 
 
 @dataclass
@@ -42,6 +55,14 @@ class Settings:
     results_dir: Path
     ckpt_dir: Path
     recipes: dict = field(default_factory=lambda: {"faithful": tu.FAITHFUL, "improved": tu.IMPROVED})
+    tuned: dict = field(default_factory=tuned_recipes)  # see TUNED_STAGES
+
+    def recipes_for(self, stage):
+        """The recipes of `stage`: `recipes`, with the tuned improved one where it has one."""
+        decision = TUNED_STAGES.get(stage)
+        if decision not in self.tuned:
+            return dict(self.recipes)
+        return {**self.recipes, "improved": self.tuned[decision]}
 
     @classmethod
     def for_mode(cls, quick):
@@ -135,12 +156,22 @@ class Experiment:
             "pretrained": {"path": str(pretrained),
                            "sha256": tu.sha256(pretrained) if pretrained.is_file() else None},
             "recipes": {k: asdict(r) for k, r in self.settings.recipes.items()},
+            "tuned_recipes": self._tuned_meta(),
             "training_version": tu.TRAINING_VERSION,
             "started": now(),
         }
         if self.settings.quick:
             meta["banner"] = QUICK_BANNER
         return meta
+
+    def _tuned_meta(self):
+        """Per tuned stage: its recipe and the validation scores it was chosen by."""
+        tuned = self.settings.tuned
+        decisions = json.loads(TUNING.read_text()) if tuned and TUNING.is_file() else {}
+        return {stage: {**asdict(tuned[d]), "decision": d, "file": str(TUNING),
+                        "validation": get(decisions, d, "validation"),
+                        "validation_scores": get(decisions, d, "scores")}
+                for stage, d in TUNED_STAGES.items() if d in tuned}
 
     def save(self):
         meta = self.results["meta"]
@@ -237,7 +268,7 @@ class Experiment:
         `make_net()`, or `make_net(sources[recipe])` when each recipe starts from its own
         checkpoint (whose SHA-256 becomes part of the stage key)."""
         summaries, nets = {}, {}
-        for recipe_name, recipe in self.settings.recipes.items():
+        for recipe_name, recipe in self.settings.recipes_for(name).items():
             source = {} if sources is None else {"source": tu.sha256(sources[recipe_name])}
             net = make_net() if sources is None else make_net(sources[recipe_name])
             record = self.stage(f"{name}_{recipe_name}", net, functools.partial(train, recipe=recipe),

@@ -242,7 +242,29 @@ def _recipes(res: dict) -> str:
         return with_caption(res, title, f"*Recipes: {NOT_RUN}.*")
     rows = [[f.replace("_", " ")] + [str(rec[f]) if f in rec else "not recorded" for rec in recs]
             for f in fields]
-    return with_caption(res, title, md_table(["setting", *RECIPES], rows, right_from=3))
+    body = md_table(["setting", *RECIPES], rows, right_from=3)
+    return with_caption(res, title, body + _tuned_note(res, recs[1]))
+
+
+def _tuned_note(res: dict, improved: dict) -> str:
+    """A line per group of stages whose improved recipe was tuned on a validation split."""
+    groups = {}
+    for stage, rec in (get(res, "meta", "tuned_recipes") or {}).items():
+        changes = ", ".join(f"{f.replace('_', ' ')} {rec[f]}" for f in rec
+                            if f in improved and rec[f] != improved[f]) or "as in the table"
+        scores = ", ".join(f"{k} {fmt(v)}" for k, v in (rec.get("validation_scores") or {}).items())
+        key = (changes, rec.get("file"), rec.get("validation"), scores)
+        groups.setdefault(key, []).append(stage)
+    lines = [f"\n\n*Improved recipe of {' and '.join(_stage_name(s) for s in stages)}: {changes}, "
+             f"chosen by tuning.py ({file}) on a validation split of the training images, never on "
+             f"the test images: final accuracy (%) on {validation}: {scores or 'not recorded'}.*"
+             for (changes, file, validation, scores), stages in groups.items()]
+    return "".join(lines)
+
+
+def _stage_name(stage: str) -> str:
+    """lab2e -> Lab 2 (e)."""
+    return f"Lab {stage[3]} ({stage[4:]})" if stage.startswith("lab") else stage
 
 
 _TABLES = {

@@ -1,0 +1,85 @@
+"""tuning.py: the base model and the candidates never train on the held-out training images
+they are scored on, the best is chosen, and hw4's stages take the chosen recipe from the
+decision file."""
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+import experiment as ex
+import train_util as tu
+import tuning
+
+CANDIDATES = {"lr0.05": replace(tu.IMPROVED, lr=0.05), "lr0.01": replace(tu.IMPROVED, lr=0.01)}
+
+
+def fake_training(scores, seen):
+    """A train_fn that records what it was given and scores each recipe as `scores` says."""
+    def train_fn(recipe, data, base, resume):
+        seen.append((recipe, data, resume))
+        return {"final_acc": scores[recipe.lr], "best_acc": scores[recipe.lr]}
+    return train_fn
+
+
+def test_base_and_candidates_train_without_and_score_on_the_last_training_images(tmp_path, monkeypatch):
+    data = tu.synthetic_cifar(60, 20, device="cpu")
+    fit, base_data = tu.fit, []
+    monkeypatch.setattr(tu, "fit", lambda net, d, *a, **k: base_data.append(d) or fit(net, d, *a, **k))
+    seen = []
+    result = tuning.tune(data, CANDIDATES, tmp_path, fake_training({0.05: 80.0, 0.01: 85.0}, seen),
+                         val_images=10, base_epochs=1)
+    for val in base_data + [v for _, v, _ in seen]:
+        assert torch.equal(val.x_train, data.x_train[:50])
+        assert torch.equal(val.x_test, data.x_train[50:]) and torch.equal(val.y_test, data.y_train[50:])
+    assert len(base_data) == 1 and result["base"]["epochs"] == 1
+    assert result["chosen"] == "lr0.01" and result["scores"] == {"lr0.05": 80.0, "lr0.01": 85.0}
+    assert result["train_images"] == 50 and "validation" in result["validation"]
+
+
+def test_finished_candidates_reload_and_a_changed_recipe_retrains(tmp_path):
+    data = tu.synthetic_cifar(60, 20, device="cpu")
+    seen = []
+    train_fn = fake_training({0.05: 80.0, 0.01: 85.0, 0.02: 90.0}, seen)
+    tuning.tune(data, CANDIDATES, tmp_path, train_fn, val_images=10, base_epochs=1)
+    tuning.tune(data, CANDIDATES, tmp_path, train_fn, val_images=10, base_epochs=1)
+    assert len(seen) == 2  # the second call trains nothing
+    changed = {**CANDIDATES, "lr0.01": replace(tu.IMPROVED, lr=0.02)}
+    assert tuning.tune(data, changed, tmp_path, train_fn, val_images=10, base_epochs=1)["chosen"] == "lr0.01"
+    assert len(seen) == 3 and seen[-1][0].lr == 0.02
+
+
+@pytest.mark.parametrize("scores, chosen", [({"a": 1.0, "b": 2.0}, "b"), ({"a": 2.0, "b": 2.0}, "a"),
+                                            ({"a": 3.0, "b": 2.0, "c": 3.0}, "a")])
+def test_choose_takes_the_highest_score_and_the_first_of_ties(scores, chosen):
+    assert tuning.choose(scores) == chosen
+
+
+def test_hw4_stages_take_the_chosen_recipe_from_the_decision_file(tmp_path):
+    chosen = replace(tu.IMPROVED, lr=0.01)
+    decision = {"lab2e_improved": {"chosen": "lr0.01", "runs": {"lr0.01": {"recipe": asdict(chosen)},
+                                                                "lr0.05": {"recipe": asdict(tu.IMPROVED)}}}}
+    tu.save_json(decision, tmp_path / "tuning.json")
+    settings = ex.Settings.for_mode(False)
+    settings.tuned = ex.tuned_recipes(tmp_path / "tuning.json")
+    for stage in ("lab2e", "lab3e"):
+        assert settings.recipes_for(stage) == {"faithful": tu.FAITHFUL, "improved": chosen}
+    for stage in ("lab2c", "lab2d", "lab3c_4bit", "lab3d_2bit"):
+        assert settings.recipes_for(stage) == {"faithful": tu.FAITHFUL, "improved": tu.IMPROVED}
+    assert ex.tuned_recipes(tmp_path / "missing.json") == {}
+
+
+def test_a_candidate_starts_from_the_base_and_distils_from_it(monkeypatch):
+    base = tuning.load(tuning.BASE) if tuning.BASE.is_file() else tuning.ResNetCIFAR(num_layers=20)
+    captured = {}
+
+    def fake_prune(net, *args, teacher=None, **kwargs):
+        captured.update(net=net, teacher=teacher, kwargs=kwargs)
+        return {"final_acc": 0.0}
+
+    monkeypatch.setattr(tu, "iterative_prune", fake_prune)
+    tuning.global_iterative(tu.IMPROVED, None, base, None)
+    state = base.state_dict()
+    for net in (captured["net"], captured["teacher"]):
+        assert net is not base and all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    assert not any(p.requires_grad for p in captured["teacher"].parameters())
+    assert captured["kwargs"]["use_global"] is True
