@@ -30,8 +30,10 @@ from resnet20 import ResNetCIFAR
 PRETRAINED = Path("checkpoints/pretrained_model.pt")
 TUNING = Path("report/tuning.json")
 # Stages whose improved recipe is the one tuning.py chose on a validation split, and the
-# decision they take it from: Lab 3 (e) trains like Lab 2 (e), with 4-bit weights.
-TUNED_STAGES = {"lab2e": "lab2e_improved", "lab3e": "lab2e_improved"}
+# decision they take it from: Lab 3 (e) trains like Lab 2 (e), with 4-bit weights; every
+# quantization-aware finetuning of Lab 3 (c) and (d) takes the one chosen at 3 bits.
+TUNED_STAGES = {"lab2e": "lab2e_improved", "lab3e": "lab2e_improved",
+                **{f"lab3{q}_{b}bit": "lab3c_improved" for q in "cd" for b in (4, 3, 2)}}
 
 
 def tuned_recipes(path=TUNING):

@@ -255,16 +255,24 @@ def _tuned_note(res: dict, improved: dict) -> str:
         scores = ", ".join(f"{k} {fmt(v)}" for k, v in (rec.get("validation_scores") or {}).items())
         key = (changes, rec.get("file"), rec.get("validation"), scores)
         groups.setdefault(key, []).append(stage)
-    lines = [f"\n\n*Improved recipe of {' and '.join(_stage_name(s) for s in stages)}: {changes}, "
+    lines = [f"\n\n*Improved recipe of {_join(_stage_name(s) for s in stages)}: {changes}, "
              f"chosen by tuning.py ({file}) on a validation split of the training images, never on "
              f"the test images: final accuracy (%) on {validation}: {scores or 'not recorded'}.*"
              for (changes, file, validation, scores), stages in groups.items()]
     return "".join(lines)
 
 
+def _join(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _stage_name(stage: str) -> str:
-    """lab2e -> Lab 2 (e)."""
-    return f"Lab {stage[3]} ({stage[4:]})" if stage.startswith("lab") else stage
+    """lab2e -> Lab 2 (e); lab3c_4bit -> Lab 3 (c) 4-bit."""
+    if not stage.startswith("lab"):
+        return stage
+    question, _, bits = stage[4:].partition("_")
+    return f"Lab {stage[3]} ({question})" + (f" {bits.removesuffix('bit')}-bit" if bits else "")
 
 
 _TABLES = {

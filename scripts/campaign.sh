@@ -6,8 +6,8 @@
 #
 #     nohup scripts/campaign.sh > .dev/campaign.log 2>&1 &
 #
-# Steps: our pretrained model (200 epochs) -> the improved recipe of Lab 2 (e) tuned on a
-# validation split (tuning.py) -> hw4.ipynb full mode (Lab 2 + 3, both recipes)
+# Steps: our pretrained model (200 epochs) -> the improved recipes of Lab 2 (e) and Lab 3 (c)
+# tuned on a validation split (tuning.py) -> hw4.ipynb full mode (Lab 2 + 3, both recipes)
 # -> deep_compression.ipynb -> lecture_extensions.ipynb -> the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ step "pretraining (resumes per epoch)"
 # the log is written after the checkpoint: without it the run is not over (rerunning finishes it)
 [ -f checkpoints/pretrained_model.json ] || \
     $PY train_util.py pretrain --epochs 200 --out checkpoints/pretrained_model.pt --data-dir "$HW4_DATA_DIR"
-step "tuning the improved recipe of Lab 2 (e) on a validation split (resumes per epoch)"
+step "tuning the improved recipe of Lab 2 (e) and Lab 3 (c) on a validation split (resumes per epoch)"
 $PY tuning.py --data-dir "$HW4_DATA_DIR"
 step "hw4.ipynb full mode"
 $PY run_notebooks.py --skip-lab1 --skip-extensions --skip-deep-compression --skip-report

@@ -332,6 +332,9 @@ def test_recipes_table_names_the_tuned_stages_their_change_and_validation_scores
     assert "CIFAR-10 train[45000:50000]: lr0.01 91.00, lr0.002 92.50" in md
     res["meta"]["tuned_recipes"] = {"lab2e": {**improved, "validation_scores": {"lr0.05": 92.0}}}
     assert "Improved recipe of Lab 2 (e): as in the table," in table(res, "recipes")
+    qat = {**improved, "lr": 0.002, "validation_scores": {"lr0.05": 90.0, "lr0.002": 92.0}}
+    res["meta"]["tuned_recipes"] = {"lab3c_4bit": qat, "lab3c_3bit": qat, "lab3d_2bit": qat}
+    assert "Improved recipe of Lab 3 (c) 4-bit, Lab 3 (c) 3-bit and Lab 3 (d) 2-bit: lr 0.002," in table(res, "recipes")
 
 
 def test_table_unknown_key_raises():

@@ -63,8 +63,13 @@ def test_hw4_stages_take_the_chosen_recipe_from_the_decision_file(tmp_path):
     settings.tuned = ex.tuned_recipes(tmp_path / "tuning.json")
     for stage in ("lab2e", "lab3e"):
         assert settings.recipes_for(stage) == {"faithful": tu.FAITHFUL, "improved": chosen}
-    for stage in ("lab2c", "lab2d", "lab3c_4bit", "lab3d_2bit"):
+    for stage in ("lab2c", "lab2d", "lab3c_4bit", "lab3d_2bit"):  # no Lab 3 (c) decision in the file
         assert settings.recipes_for(stage) == {"faithful": tu.FAITHFUL, "improved": tu.IMPROVED}
+    qat = replace(tu.IMPROVED, lr=0.002)
+    settings.tuned["lab3c_improved"] = qat
+    for stage in ("lab3c_4bit", "lab3c_3bit", "lab3c_2bit", "lab3d_4bit", "lab3d_3bit", "lab3d_2bit"):
+        assert settings.recipes_for(stage)["improved"] == qat
+    assert settings.recipes_for("lab3e")["improved"] == chosen
     assert ex.tuned_recipes(tmp_path / "missing.json") == {}
 
 
@@ -83,3 +88,33 @@ def test_a_candidate_starts_from_the_base_and_distils_from_it(monkeypatch):
         assert net is not base and all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     assert not any(p.requires_grad for p in captured["teacher"].parameters())
     assert captured["kwargs"]["use_global"] is True
+
+
+def test_a_qat_candidate_quantizes_the_base_and_distils_from_its_float_copy(monkeypatch):
+    base = tuning.ResNetCIFAR(num_layers=20)
+    captured = {}
+
+    def fake_fit(net, data, epochs, recipe, teacher=None, **kwargs):
+        captured.update(net=net, teacher=teacher, epochs=epochs, recipe=recipe)
+        return {"final_acc": 0.0, "best_acc": 0.0}
+
+    monkeypatch.setattr(tu, "fit", fake_fit)
+    tuning.quantization_aware(tu.IMPROVED, None, base, None, nbits=3)
+    net, teacher, state = captured["net"], captured["teacher"], base.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    assert {m.Nbits for m in net.modules() if isinstance(m, ex.FP_Conv) and m.Nbits} == {3}
+    assert teacher is not base and not any(p.requires_grad for p in teacher.parameters())
+    assert all(getattr(m, "Nbits", None) is None for m in teacher.modules())
+    assert captured["epochs"] == 20 and captured["recipe"] == tu.IMPROVED
+
+
+def test_the_score_is_the_number_the_question_asks_for(tmp_path):
+    data = tu.synthetic_cifar(60, 20, device="cpu")
+
+    def train_fn(recipe, data, base, resume):  # final and best disagree on the order
+        return {"final_acc": 90.0 if recipe.lr == 0.05 else 80.0, "best_acc": 85.0 if recipe.lr == 0.05 else 95.0}
+
+    kwargs = dict(val_images=10, base_epochs=1, base_path=tmp_path / "base.pt")
+    assert tuning.tune(data, CANDIDATES, tmp_path / "a", train_fn, **kwargs)["chosen"] == "lr0.05"
+    best = tuning.tune(data, CANDIDATES, tmp_path / "b", train_fn, score="best_acc", **kwargs)
+    assert best["chosen"] == "lr0.01" and best["score"] == "best-epoch accuracy"
