@@ -171,7 +171,7 @@ class Experiment:
         tuned = self.settings.tuned
         decisions = json.loads(TUNING.read_text()) if tuned and TUNING.is_file() else {}
         return {stage: {**asdict(tuned[d]), "decision": d, "file": str(TUNING),
-                        "validation": get(decisions, d, "validation"),
+                        "validation": get(decisions, d, "validation"), "score": get(decisions, d, "score"),
                         "validation_scores": get(decisions, d, "scores")}
                 for stage, d in TUNED_STAGES.items() if d in tuned}
 

@@ -253,12 +253,12 @@ def _tuned_note(res: dict, improved: dict) -> str:
         changes = ", ".join(f"{f.replace('_', ' ')} {rec[f]}" for f in rec
                             if f in improved and rec[f] != improved[f]) or "as in the table"
         scores = ", ".join(f"{k} {fmt(v)}" for k, v in (rec.get("validation_scores") or {}).items())
-        key = (changes, rec.get("file"), rec.get("validation"), scores)
+        key = (changes, rec.get("file"), rec.get("score") or "accuracy", rec.get("validation"), scores)
         groups.setdefault(key, []).append(stage)
     lines = [f"\n\n*Improved recipe of {_join(_stage_name(s) for s in stages)}: {changes}, "
              f"chosen by tuning.py ({file}) on a validation split of the training images, never on "
-             f"the test images: final accuracy (%) on {validation}: {scores or 'not recorded'}.*"
-             for (changes, file, validation, scores), stages in groups.items()]
+             f"the test images: {score} (%) on {validation}: {scores or 'not recorded'}.*"
+             for (changes, file, score, validation, scores), stages in groups.items()]
     return "".join(lines)
 
 

@@ -325,11 +325,12 @@ def test_recipes_table_names_the_tuned_stages_their_change_and_validation_scores
     assert "Improved recipe of" not in table(res, "recipes")
     improved = dict(res["meta"]["recipes"]["improved"])
     tuned = {**improved, "lr": 0.002, "file": "report/tuning.json", "decision": "lab2e_improved",
-             "validation": "CIFAR-10 train[45000:50000]", "validation_scores": {"lr0.01": 91.0, "lr0.002": 92.5}}
+             "validation": "CIFAR-10 train[45000:50000]", "validation_scores": {"lr0.01": 91.0, "lr0.002": 92.5},
+             "score": "final-epoch accuracy"}
     res["meta"]["tuned_recipes"] = {"lab2e": tuned, "lab3e": tuned}
     md = table(res, "recipes")
     assert "Improved recipe of Lab 2 (e) and Lab 3 (e): lr 0.002," in md
-    assert "CIFAR-10 train[45000:50000]: lr0.01 91.00, lr0.002 92.50" in md
+    assert "final-epoch accuracy (%) on CIFAR-10 train[45000:50000]: lr0.01 91.00, lr0.002 92.50" in md
     res["meta"]["tuned_recipes"] = {"lab2e": {**improved, "validation_scores": {"lr0.05": 92.0}}}
     assert "Improved recipe of Lab 2 (e): as in the table," in table(res, "recipes")
     qat = {**improved, "lr": 0.002, "validation_scores": {"lr0.05": 90.0, "lr0.002": 92.0}}
