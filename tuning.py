@@ -113,8 +113,9 @@ def tune(data, candidates, out_dir, train_fn=global_iterative, val_images=VAL_IM
     for name, recipe in candidates.items():
         done = out_dir / f"{name}.json"
         inputs = {"recipe": asdict(recipe), "base_sha256": base_sha}
-        if done.is_file() and all(json.loads(done.read_text()).get(k) == v for k, v in inputs.items()):
-            runs[name] = json.loads(done.read_text())
+        saved = json.loads(done.read_text()) if done.is_file() else {}
+        if all(saved.get(k) == v for k, v in inputs.items()):
+            runs[name] = saved
             continue
         resume = out_dir / f"{name}.resume.pt"
         record = train_fn(recipe, val, base, resume, **train_kwargs)
