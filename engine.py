@@ -113,6 +113,15 @@ class SGD:
 
 # ----------------------------------------------------------------------------- training engine
 
+def frozen(net):
+    """`net` itself, in eval mode and with no parameter requiring a gradient: a teacher
+    whose batch-norm statistics and weights stay what they are while a student trains."""
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def distillation_loss(student_logits, teacher_logits, temperature):
     """Hinton et al.'s soft-target loss, scaled by T^2 so its gradient size is T-independent."""
     t = temperature

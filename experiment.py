@@ -36,12 +36,14 @@ TUNED_STAGES = {"lab2e": "lab2e_improved", "lab3e": "lab2e_improved",
                 **{f"lab3{q}_{b}bit": "lab3c_improved" for q in "cd" for b in (4, 3, 2)}}
 
 
-def tuned_recipes(path=TUNING):
-    """{decision: Recipe chosen on the validation split} from tuning.py's file ({} if none)."""
+def load_decisions(path=TUNING):
+    """tuning.py's decisions ({} if it has not run): {decision: {"chosen", "runs", ...}}."""
     path = Path(path)
-    if not path.is_file():
-        return {}
-    decisions = json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def tuned_recipes(decisions):
+    """{decision: the Recipe it chose on the validation split}."""
     return {name: tu.Recipe(**d["runs"][d["chosen"]]["recipe"]) for name, d in decisions.items()}
 
 
@@ -57,14 +59,15 @@ class Settings:
     results_dir: Path
     ckpt_dir: Path
     recipes: dict = field(default_factory=lambda: {"faithful": tu.FAITHFUL, "improved": tu.IMPROVED})
-    tuned: dict = field(default_factory=tuned_recipes)  # see TUNED_STAGES
+    decisions: dict = field(default_factory=load_decisions)  # tuning.py's, see TUNED_STAGES
 
     def recipes_for(self, stage):
         """The recipes of `stage`: `recipes`, with the tuned improved one where it has one."""
+        tuned = tuned_recipes(self.decisions)
         decision = TUNED_STAGES.get(stage)
-        if decision not in self.tuned:
+        if decision not in tuned:
             return dict(self.recipes)
-        return {**self.recipes, "improved": self.tuned[decision]}
+        return {**self.recipes, "improved": tuned[decision]}
 
     @classmethod
     def for_mode(cls, quick):
@@ -133,10 +136,7 @@ class Experiment:
 
     def teacher(self):
         """The dense pretrained model, frozen, as the distillation teacher of IMPROVED."""
-        net = self.model().eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        return tu.frozen(self.model())
 
     # -- results -----------------------------------------------------------------------
 
@@ -168,11 +168,12 @@ class Experiment:
 
     def _tuned_meta(self):
         """Per tuned stage: its recipe and the validation scores it was chosen by."""
-        tuned = self.settings.tuned
-        decisions = json.loads(TUNING.read_text()) if tuned and TUNING.is_file() else {}
+        decisions = self.settings.decisions
+        tuned = tuned_recipes(decisions)
         return {stage: {**asdict(tuned[d]), "decision": d, "file": str(TUNING),
                         "validation": get(decisions, d, "validation"), "score": get(decisions, d, "score"),
-                        "validation_scores": get(decisions, d, "scores")}
+                        "validation_scores": get(decisions, d, "scores"),
+                        "stability": get(decisions, d, "stability")}
                 for stage, d in TUNED_STAGES.items() if d in tuned}
 
     def save(self):

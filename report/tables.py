@@ -253,13 +253,24 @@ def _tuned_note(res: dict, improved: dict) -> str:
         changes = ", ".join(f"{f.replace('_', ' ')} {rec[f]}" for f in rec
                             if f in improved and rec[f] != improved[f]) or "as in the table"
         scores = ", ".join(f"{k} {fmt(v)}" for k, v in (rec.get("validation_scores") or {}).items())
-        key = (changes, rec.get("file"), rec.get("score") or "accuracy", rec.get("validation"), scores)
+        key = (changes, rec.get("file"), rec.get("score") or "accuracy", rec.get("validation"), scores,
+               _unstable_note(rec.get("stability")))
         groups.setdefault(key, []).append(stage)
     lines = [f"\n\n*Improved recipe of {_join(_stage_name(s) for s in stages)}: {changes}, "
              f"chosen by tuning.py ({file}) on a validation split of the training images, never on "
-             f"the test images: {score} (%) on {validation}: {scores or 'not recorded'}.*"
-             for (changes, file, score, validation, scores), stages in groups.items()]
+             f"the test images: {score} (%) on {validation}: {scores or 'not recorded'}.{unstable}*"
+             for (changes, file, score, validation, scores, unstable), stages in groups.items()]
     return "".join(lines)
+
+
+def _unstable_note(checks) -> str:
+    """The candidates excluded because one epoch made our quantized pretrained model worse."""
+    failed = {k: c for k, c in (checks or {}).items() if not c.get("stable", True)}
+    if not failed:
+        return ""
+    items = ", ".join(f"{k} ({fmt(c.get('before'))} -> {fmt(c.get('after_one_epoch'))})" for k, c in failed.items())
+    return (f" Not eligible, because one epoch at their peak lr lowered the validation accuracy of "
+            f"our quantized pretrained model (before -> after): {items}.")
 
 
 def _join(names) -> str:

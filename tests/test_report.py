@@ -336,6 +336,11 @@ def test_recipes_table_names_the_tuned_stages_their_change_and_validation_scores
     qat = {**improved, "lr": 0.002, "validation_scores": {"lr0.05": 90.0, "lr0.002": 92.0}}
     res["meta"]["tuned_recipes"] = {"lab3c_4bit": qat, "lab3c_3bit": qat, "lab3d_2bit": qat}
     assert "Improved recipe of Lab 3 (c) 4-bit, Lab 3 (c) 3-bit and Lab 3 (d) 2-bit: lr 0.002," in table(res, "recipes")
+    assert "Not eligible" not in table(res, "recipes")
+    qat["stability"] = {"lr0.05": {"before": 64.3, "after_one_epoch": 55.0, "stable": False},
+                        "lr0.002": {"before": 64.3, "after_one_epoch": 88.0, "stable": True}}
+    md = table(res, "recipes")
+    assert "(before -> after): lr0.05 (64.30 -> 55.00)." in md and "lr0.002 (64.30" not in md
 
 
 def test_table_unknown_key_raises():

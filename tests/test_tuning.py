@@ -60,17 +60,17 @@ def test_hw4_stages_take_the_chosen_recipe_from_the_decision_file(tmp_path):
                                                                 "lr0.05": {"recipe": asdict(tu.IMPROVED)}}}}
     tu.save_json(decision, tmp_path / "tuning.json")
     settings = ex.Settings.for_mode(False)
-    settings.tuned = ex.tuned_recipes(tmp_path / "tuning.json")
+    settings.decisions = ex.load_decisions(tmp_path / "tuning.json")
     for stage in ("lab2e", "lab3e"):
         assert settings.recipes_for(stage) == {"faithful": tu.FAITHFUL, "improved": chosen}
     for stage in ("lab2c", "lab2d", "lab3c_4bit", "lab3d_2bit"):  # no Lab 3 (c) decision in the file
         assert settings.recipes_for(stage) == {"faithful": tu.FAITHFUL, "improved": tu.IMPROVED}
     qat = replace(tu.IMPROVED, lr=0.002)
-    settings.tuned["lab3c_improved"] = qat
+    settings.decisions["lab3c_improved"] = {"chosen": "lr0.002", "runs": {"lr0.002": {"recipe": asdict(qat)}}}
     for stage in ("lab3c_4bit", "lab3c_3bit", "lab3c_2bit", "lab3d_4bit", "lab3d_3bit", "lab3d_2bit"):
         assert settings.recipes_for(stage)["improved"] == qat
     assert settings.recipes_for("lab3e")["improved"] == chosen
-    assert ex.tuned_recipes(tmp_path / "missing.json") == {}
+    assert ex.load_decisions(tmp_path / "missing.json") == {}
 
 
 def test_a_candidate_starts_from_the_base_and_distils_from_it(monkeypatch):
@@ -118,3 +118,55 @@ def test_the_score_is_the_number_the_question_asks_for(tmp_path):
     assert tuning.tune(data, CANDIDATES, tmp_path / "a", train_fn, **kwargs)["chosen"] == "lr0.05"
     best = tuning.tune(data, CANDIDATES, tmp_path / "b", train_fn, score="best_acc", **kwargs)
     assert best["chosen"] == "lr0.01" and best["score"] == "best-epoch accuracy"
+
+
+def test_choose_ranks_only_the_eligible_candidates():
+    assert tuning.choose({"a": 3.0, "b": 2.0, "c": 1.0}, eligible=["b", "c"]) == "b"
+    assert tuning.choose({"a": 3.0, "b": 2.0}, eligible=[]) == "a"  # none eligible: all
+
+
+def test_an_unstable_candidate_is_not_chosen_and_checks_reload(tmp_path):
+    data = tu.synthetic_cifar(60, 20, device="cpu")
+    start = tmp_path / "start.pt"
+    tu.save_checkpoint(tuning.ResNetCIFAR(num_layers=20), start)
+    checked = []
+
+    def check_fn(recipe, val, start_net):
+        checked.append((recipe.lr, val))
+        return {"before": 50.0, "after_one_epoch": 40.0 if recipe.lr == 0.05 else 60.0,
+                "stable": recipe.lr != 0.05}
+
+    kwargs = dict(val_images=10, base_epochs=1, check_fn=check_fn, start_path=start)
+    train_fn = fake_training({0.05: 90.0, 0.01: 85.0}, [])
+    result = tuning.tune(data, CANDIDATES, tmp_path, train_fn, **kwargs)
+    assert result["chosen"] == "lr0.01" and result["eligible"] == ["lr0.01"]
+    assert result["stability"]["lr0.05"]["stable"] is False
+    assert result["stability"]["lr0.05"]["start_sha256"] == tu.sha256(start)
+    for _, val in checked:  # the check trains and scores on the same split as the candidates
+        assert torch.equal(val.x_train, data.x_train[:50]) and torch.equal(val.x_test, data.x_train[50:])
+    tuning.tune(data, CANDIDATES, tmp_path, train_fn, **kwargs)
+    assert len(checked) == 2  # reloaded, not checked again
+    tu.save_checkpoint(tuning.ResNetCIFAR(num_layers=20), start)  # another start model
+    tuning.tune(data, CANDIDATES, tmp_path, train_fn, **kwargs)
+    assert len(checked) == 4
+
+
+@pytest.mark.parametrize("after, stable", [(70.0, True), (60.0, False), (55.0, False)])
+def test_the_first_qat_epoch_check_runs_one_peak_lr_epoch_from_the_start(monkeypatch, after, stable):
+    start = tuning.ResNetCIFAR(num_layers=20)
+    captured = {}
+    monkeypatch.setattr(tu, "evaluate", lambda net, data: (60.0, 1.0))
+
+    def fake_fit(net, data, epochs, recipe, teacher=None, **kwargs):
+        captured.update(net=net, teacher=teacher, epochs=epochs, recipe=recipe)
+        return {"final_acc": after}
+
+    monkeypatch.setattr(tu, "fit", fake_fit)
+    verdict = tuning.first_qat_epoch(tu.IMPROVED, None, start, nbits=3)
+    assert verdict == {"before": 60.0, "after_one_epoch": after, "stable": stable}
+    net, state = captured["net"], start.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    assert {m.Nbits for m in net.modules() if isinstance(m, ex.FP_Conv) and m.Nbits} == {3}
+    assert captured["epochs"] == 1
+    assert captured["recipe"] == replace(tu.IMPROVED, schedule="constant")
+    assert captured["teacher"] is not start and not any(p.requires_grad for p in captured["teacher"].parameters())
