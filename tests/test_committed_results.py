@@ -110,3 +110,24 @@ def test_tuning_base_remeasures_on_its_validation_split(data):
     decisions = ROOT / "report" / "tuning.json"
     if decisions.is_file():
         assert all(d["base"]["sha256"] == saved["sha256"] for d in json.loads(decisions.read_text()).values())
+
+
+def test_tuning_stability_checks_start_from_the_remeasured_quantized_model(data):
+    """Each committed first-epoch check starts from our pretrained model (its SHA-256) and
+    its 'before' is that model at the check's bits, re-measured on the validation split."""
+    import tuning
+    checks = sorted((ROOT / tuning.BASE.parent).glob("*/*.check.json"))
+    if not checks:
+        pytest.skip("no first-epoch check of tuning.py committed yet")
+    if len(data.y_train) != 50000:
+        pytest.skip("needs all 50000 training images")
+    _, val = data.split_validation(tuning.VAL_IMAGES)
+    start = tuning.load(ROOT / tuning.START)
+    net = tu.prepare_for_device(ex.ResNetCIFAR(num_layers=20, Nbits=3), val.device)
+    net.load_state_dict(start.state_dict())
+    acc, _ = tu.evaluate(net, val)
+    for path in checks:
+        saved = json.loads(path.read_text())
+        assert saved["start_sha256"] == tu.sha256(ROOT / saved["start"]), path
+        assert saved["before"] == acc, path
+        assert saved["stable"] == (saved["after_one_epoch"] > saved["before"]), path
