@@ -268,9 +268,19 @@ def _unstable_note(checks) -> str:
     failed = {k: c for k, c in (checks or {}).items() if not c.get("stable", True)}
     if not failed:
         return ""
-    items = ", ".join(f"{k} ({fmt(c.get('before'))} -> {fmt(c.get('after_one_epoch'))})" for k, c in failed.items())
-    return (f" Not eligible, because one epoch at their peak lr lowered the validation accuracy of "
-            f"our quantized pretrained model (before -> after): {items}.")
+    images = get(next(iter(failed.values())), "images") or "the validation images"
+    bits = _check_bits(next(iter(failed.values())).get("check", ""))
+    model = f"our {bits}-bit pretrained model" if bits else "our quantized pretrained model"
+    items = "; ".join(f"{k} ({fmt(c.get('before'))} → {fmt(c.get('after_one_epoch'))} %)" for k, c in failed.items())
+    return (f" Excluded before that ranking: {items}. One epoch at the candidate's peak lr lowered "
+            f"{model}'s accuracy on {images.split(' (')[0]} (images it trained on; the check "
+            f"compares the model only with itself before and after).")
+
+
+def _check_bits(check: str) -> str:
+    """"first_qat_epoch(nbits=3)" -> "3"."""
+    _, _, rest = check.partition("nbits=")
+    return rest.split(",")[0].split(")")[0]
 
 
 def _join(names) -> str:

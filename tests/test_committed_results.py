@@ -131,3 +131,12 @@ def test_tuning_stability_checks_start_from_the_remeasured_quantized_model(data)
         assert saved["start_sha256"] == tu.sha256(ROOT / saved["start"]), path
         assert saved["before"] == acc, path
         assert saved["stable"] == (saved["after_one_epoch"] > saved["before"]), path
+    # the decision file reports these checks and ranks only the candidates that passed
+    decisions = json.loads((ROOT / "report" / "tuning.json").read_text())
+    for stage_dir in {p.parent for p in checks}:
+        decision = decisions[f"{stage_dir.name}_improved"]
+        on_file = {p.name.removesuffix(".check.json"): json.loads(p.read_text())
+                   for p in stage_dir.glob("*.check.json")}
+        assert decision["stability"] == on_file
+        assert decision["eligible"] == [k for k in decision["scores"] if on_file[k]["stable"]]
+        assert decision["chosen"] == max(decision["eligible"], key=lambda k: decision["scores"][k])

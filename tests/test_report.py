@@ -337,10 +337,12 @@ def test_recipes_table_names_the_tuned_stages_their_change_and_validation_scores
     res["meta"]["tuned_recipes"] = {"lab3c_4bit": qat, "lab3c_3bit": qat, "lab3d_2bit": qat}
     assert "Improved recipe of Lab 3 (c) 4-bit, Lab 3 (c) 3-bit and Lab 3 (d) 2-bit: lr 0.002," in table(res, "recipes")
     assert "Not eligible" not in table(res, "recipes")
-    qat["stability"] = {"lr0.05": {"before": 64.3, "after_one_epoch": 55.0, "stable": False},
-                        "lr0.002": {"before": 64.3, "after_one_epoch": 88.0, "stable": True}}
+    check = {"check": "first_qat_epoch(nbits=3)", "images": "CIFAR-10 train[45000:50000] (validation, ...)"}
+    qat["stability"] = {"lr0.05": {**check, "before": 64.3, "after_one_epoch": 55.0, "stable": False},
+                        "lr0.002": {**check, "before": 64.3, "after_one_epoch": 88.0, "stable": True}}
     md = table(res, "recipes")
-    assert "(before -> after): lr0.05 (64.30 -> 55.00)." in md and "lr0.002 (64.30" not in md
+    assert "Excluded before that ranking: lr0.05 (64.30 → 55.00 %)." in md and "lr0.002 (64.30" not in md
+    assert "our 3-bit pretrained model's accuracy on CIFAR-10 train[45000:50000] (images it trained on;" in md
 
 
 def test_table_unknown_key_raises():

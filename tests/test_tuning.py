@@ -1,6 +1,7 @@
 """tuning.py: the base model and the candidates never train on the held-out training images
 they are scored on, the best is chosen, and hw4's stages take the chosen recipe from the
 decision file."""
+import functools
 from dataclasses import asdict, replace
 
 import pytest
@@ -122,7 +123,8 @@ def test_the_score_is_the_number_the_question_asks_for(tmp_path):
 
 def test_choose_ranks_only_the_eligible_candidates():
     assert tuning.choose({"a": 3.0, "b": 2.0, "c": 1.0}, eligible=["b", "c"]) == "b"
-    assert tuning.choose({"a": 3.0, "b": 2.0}, eligible=[]) == "a"  # none eligible: all
+    with pytest.raises(ValueError, match="lower lr"):
+        tuning.choose({"a": 3.0, "b": 2.0}, eligible=[])
 
 
 def test_an_unstable_candidate_is_not_chosen_and_checks_reload(tmp_path):
@@ -149,24 +151,38 @@ def test_an_unstable_candidate_is_not_chosen_and_checks_reload(tmp_path):
     tu.save_checkpoint(tuning.ResNetCIFAR(num_layers=20), start)  # another start model
     tuning.tune(data, CANDIDATES, tmp_path, train_fn, **kwargs)
     assert len(checked) == 4
+    other_check = functools.partial(check_fn)  # another check: checked again
+    tuning.tune(data, CANDIDATES, tmp_path, train_fn, **{**kwargs, "check_fn": other_check})
+    assert len(checked) == 6
 
 
-@pytest.mark.parametrize("after, stable", [(70.0, True), (60.0, False), (55.0, False)])
-def test_the_first_qat_epoch_check_runs_one_peak_lr_epoch_from_the_start(monkeypatch, after, stable):
+def test_a_check_is_described_with_its_fixed_arguments():
+    assert tuning.describe(functools.partial(tuning.first_qat_epoch, nbits=3)) == "first_qat_epoch(nbits=3)"
+    assert tuning.describe(tuning.first_qat_epoch) == "first_qat_epoch"
+
+
+@pytest.mark.parametrize("delta, stable", [(10.0, True), (0.0, False), (-5.0, False)])
+def test_the_first_qat_epoch_check_runs_the_first_epoch_of_the_schedule_from_the_start(monkeypatch, delta, stable):
+    data = tu.synthetic_cifar(64, 32, device="cpu")
     start = tuning.ResNetCIFAR(num_layers=20)
+    before = tu.evaluate(tuning.quantized(start, 3), data)[0]  # the start model at 3 bits, untrained
     captured = {}
-    monkeypatch.setattr(tu, "evaluate", lambda net, data: (60.0, 1.0))
 
-    def fake_fit(net, data, epochs, recipe, teacher=None, **kwargs):
-        captured.update(net=net, teacher=teacher, epochs=epochs, recipe=recipe)
-        return {"final_acc": after}
+    def fake_fit(net, d, epochs, recipe, teacher=None, **kwargs):
+        captured.update(net=net, data=d, teacher=teacher, epochs=epochs, recipe=recipe)
+        return {"final_acc": before + delta}
 
     monkeypatch.setattr(tu, "fit", fake_fit)
-    verdict = tuning.first_qat_epoch(tu.IMPROVED, None, start, nbits=3)
-    assert verdict == {"before": 60.0, "after_one_epoch": after, "stable": stable}
+    verdict = tuning.first_qat_epoch(tu.IMPROVED, data, start, nbits=3)
+    assert verdict == {"before": before, "after_one_epoch": before + delta, "stable": stable}
     net, state = captured["net"], start.state_dict()
+    assert captured["data"] is data and captured["epochs"] == 1
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     assert {m.Nbits for m in net.modules() if isinstance(m, ex.FP_Conv) and m.Nbits} == {3}
-    assert captured["epochs"] == 1
-    assert captured["recipe"] == replace(tu.IMPROVED, schedule="constant")
     assert captured["teacher"] is not start and not any(p.requires_grad for p in captured["teacher"].parameters())
+    assert all(getattr(m, "Nbits", None) is None for m in captured["teacher"].modules())
+    # the lr of its one epoch is within 1 % of the first epoch of the 20-epoch run
+    steps = 196
+    for step in range(steps):
+        lr = captured["recipe"].lr_at(step, steps, steps)
+        assert lr == pytest.approx(tu.IMPROVED.lr_at(step, 20 * steps, steps), rel=0.01)
