@@ -122,6 +122,16 @@ def frozen(net):
     return net
 
 
+def training_loss(logits, y, recipe, teacher_logits=None):
+    """The loss `recipe` trains with: cross-entropy (with its label smoothing), mixed with the
+    distillation loss from `teacher_logits` when given and recipe.distill > 0."""
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+    if teacher_logits is None or recipe.distill == 0:
+        return loss
+    soft = distillation_loss(logits, teacher_logits, recipe.temperature)
+    return (1 - recipe.distill) * loss + recipe.distill * soft
+
+
 def distillation_loss(student_logits, teacher_logits, temperature):
     """Hinton et al.'s soft-target loss, scaled by T^2 so its gradient size is T-independent."""
     t = temperature
@@ -186,12 +196,11 @@ class TrainStep:
         r = self.recipe
         with torch.autocast(self.device_type, torch.bfloat16, enabled=self.amp, cache_enabled=False):
             logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+            teacher_logits = None
             if self.teacher is not None and r.distill > 0:
                 with torch.no_grad():
                     teacher_logits = self.teacher(x)
-                soft = distillation_loss(logits, teacher_logits, r.temperature)
-                loss = (1 - r.distill) * loss + r.distill * soft
+            loss = training_loss(logits, y, r, teacher_logits)
         loss.backward()
         with torch.no_grad():
             for p, m in self.masked:  # pruned weights get no gradient (their momentum decays)

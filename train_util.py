@@ -23,7 +23,7 @@ from cifar import (CIFAR_MEAN, CIFAR_STD, CLASSES, NO_DATA_HELP, CifarData,  # n
                    DataNotFoundError, default_data, default_device, load_cifar10, normalize,
                    random_crop, random_flip, synthetic_cifar, train_batches)
 from engine import (FAITHFUL, GRAPH_ENV, IMPROVED, PRETRAIN, SGD, TRAINING_VERSION,  # noqa: F401
-                    NonFiniteLossError, Recipe, ResumeState, TrainStep, distillation_loss,
+                    NonFiniteLossError, Recipe, ResumeState, TrainStep, distillation_loss, training_loss,
                     evaluate, exact_float32_convs, fit, fit_fingerprint, frozen, graph_enabled,
                     prepare_for_device, run_record, tensor_digest)
 from fileio import (MISSING_CHECKPOINT_HELP, CheckpointError, atomic_write_bytes,  # noqa: F401

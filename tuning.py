@@ -41,11 +41,12 @@ from pathlib import Path
 
 import torch
 
+import experiment as ex
 import train_util as tu
 from resnet20 import ResNetCIFAR
 
 BASE = Path("checkpoints/tuning/pretrained_45k.pt")
-START = Path("checkpoints/pretrained_model.pt")  # what hw4's Lab 3 (c) stages start from
+START = ex.PRETRAINED  # what hw4's Lab 3 (c) stages start from
 BASE_EPOCHS = 100
 VAL_IMAGES = 5000
 # Lab 2 (e) with IMPROVED lost 20 points in its first epoch (lr 0.05 on a pretrained model

@@ -268,8 +268,9 @@ def _unstable_note(checks) -> str:
     failed = {k: c for k, c in (checks or {}).items() if not c.get("stable", True)}
     if not failed:
         return ""
-    images = get(next(iter(failed.values())), "images") or "the validation images"
-    bits = _check_bits(next(iter(failed.values())).get("check", ""))
+    first = next(iter(failed.values()))
+    images = get(first, "images") or "the validation images"
+    bits = _check_bits(first.get("check", ""))
     model = f"our {bits}-bit pretrained model" if bits else "our quantized pretrained model"
     items = "; ".join(f"{k} ({fmt(c.get('before'))} → {fmt(c.get('after_one_epoch'))} %)" for k, c in failed.items())
     return (f" Excluded before that ranking: {items}. One epoch at the candidate's peak lr lowered "

@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import train_util as tu  # noqa: E402
 import tuning  # noqa: E402
@@ -45,9 +44,7 @@ def loss_before(net, data, recipe=tu.IMPROVED):
     """The recipe's training loss of `net` at 3 bits on data's training images, eval mode."""
     student, teacher = quantized(net).eval(), net.eval()
     x, y = tu.normalize(data.x_train), data.y_train
-    s_logits, t_logits = student(x), teacher(x)
-    soft = tu.distillation_loss(s_logits, t_logits, recipe.temperature)
-    return ((1 - recipe.distill) * F.cross_entropy(s_logits, y) + recipe.distill * soft).item()
+    return tu.training_loss(student(x), y, recipe, teacher(x)).item()
 
 
 def first_epochs(net, data, seed, state):
