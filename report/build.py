@@ -191,7 +191,7 @@ def title_section(results: dict, root: Path) -> str:
         ["git commit", git_commit(root)],
     ]
     info = md_table(["item", "value"], rows, right_from=2)
-    return (f"# {TITLE}{banner(results)}\n\n{caption(results, 'run information')}\n\n"
+    return (f"# {TITLE}{banner(results)}\n\n{caption(results, 'run information', accuracy=False)}\n\n"
             f"{info}\n")
 
 

@@ -155,7 +155,7 @@ def _timing(res: dict) -> str:
     header = ["model", "weights", "non-zero", "MACs (M)", f"ms per batch of {first['batch']} (median)",
               "images/s", "time vs. dense"]
     note = f" ({first['threads']} threads, median of {first['repeats']} runs)"
-    return f"{caption(res, title + note)}\n\n{md_table(header, rows)}\n"
+    return f"{caption(res, title + note, accuracy=False)}\n\n{md_table(header, rows)}\n"
 
 
 def _quantizers(res: dict) -> str:

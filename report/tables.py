@@ -64,10 +64,12 @@ def acc_col(results: dict, what: str = "acc.") -> str:
     return f"{what} (%, n={n_test(results)})"
 
 
-def caption(results: dict, title: str) -> str:
-    """Italic caption line: quick banner (if any), title, and the test set."""
+def caption(results: dict, title: str, accuracy: bool = True) -> str:
+    """Italic caption line: quick banner (if any), title, and the test set (for tables
+    that hold accuracies)."""
     banner = f"{QUICK_BANNER} — " if is_quick(results) else ""
-    return f"*{banner}Table: {title}. Accuracy (%) on {test_set(results)}.*"
+    measured = f" Accuracy (%) on {test_set(results)}." if accuracy else ""
+    return f"*{banner}Table: {title}.{measured}*"
 
 
 def md_table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
@@ -77,9 +79,9 @@ def md_table(header: list[str], rows: list[list[str]], right_from: int = 1) -> s
     return "\n".join("| " + " | ".join(r) + " |" for r in lines)
 
 
-def with_caption(results: dict, title: str, body: str) -> str:
+def with_caption(results: dict, title: str, body: str, accuracy: bool = True) -> str:
     """Caption line, blank line, table."""
-    return f"{caption(results, title)}\n\n{body}\n"
+    return f"{caption(results, title, accuracy)}\n\n{body}\n"
 
 
 # ---------------------------------------------------------------- per-key tables
@@ -145,11 +147,11 @@ def _layers(res: dict, key: str) -> str:
     layers = list(dict.fromkeys(name for lz in zeros for name in lz))
     title = f"{_RUN_TITLES[key[:5]]}: zeros (%) per layer"
     if not layers:
-        return with_caption(res, title, f"*Per-layer zeros: {NOT_RUN}.*")
+        return with_caption(res, title, f"*Per-layer zeros: {NOT_RUN}.*", accuracy=False)
     rows = [[name] + [fmt(lz.get(name), 1) for lz in zeros] for name in layers]
     rows.append(["overall"] + [fmt(get(res, k, r, "zeros_pct"), 1) for k, r in runs])
     header = ["layer"] + [f"{question(k)} {r} zeros (%)" for k, r in runs]
-    return with_caption(res, title, md_table(header, rows))
+    return with_caption(res, title, md_table(header, rows), accuracy=False)
 
 
 def _lab3b(res: dict) -> str:
@@ -207,7 +209,7 @@ def _timing(res: dict) -> str:
     rows = [[str(get(t, "device") or NOT_RUN), fmt(dense), fmt(masked), fmt(ratio)]]
     header = ["device", "dense epoch (s)", "masked epoch (s)", "masked / dense"]
     return with_caption(res, "Lab 2 training time per epoch, dense vs. pruned (masked)",
-                        md_table(header, rows))
+                        md_table(header, rows), accuracy=False)
 
 
 def _per_recipe(row: dict | None, field: str, nd: int) -> str:
@@ -239,11 +241,11 @@ def _recipes(res: dict) -> str:
     fields = [f for f in (*_RECIPE_FIELDS, *dict.fromkeys(extra)) if any(f in r for r in recs)]
     title = "finetuning recipes used in Labs 2 and 3"
     if not fields:
-        return with_caption(res, title, f"*Recipes: {NOT_RUN}.*")
+        return with_caption(res, title, f"*Recipes: {NOT_RUN}.*", accuracy=False)
     rows = [[f.replace("_", " ")] + [str(rec[f]) if f in rec else "not recorded" for rec in recs]
             for f in fields]
     body = md_table(["setting", *RECIPES], rows, right_from=3)
-    return with_caption(res, title, body + _tuned_note(res, recs[1]))
+    return with_caption(res, title, body + _tuned_note(res, recs[1]), accuracy=False)
 
 
 def _tuned_note(res: dict, improved: dict) -> str:
