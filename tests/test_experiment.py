@@ -213,3 +213,23 @@ def test_network_from_spec_rebuilds_the_same_network():
     spec = ex.network_spec(net)
     assert ex.network_spec(ex.network_from_spec(spec)) == spec
     assert ex.network_spec(ex.network_from_spec(ex.network_spec(ResNetCIFAR(20)))) != spec
+
+
+def test_dense_vs_masked_timing_drops_the_first_pass_and_keeps_the_median(tmp_path, monkeypatch):
+    run = full_mode_experiment(tmp_path)
+    run.model = lambda: ResNetCIFAR(8)
+    run.results["meta"]["device"] = "cpu"
+    passes = iter([[9.0, 1.0, 3.0, 2.0], [9.0, 2.0, 8.0, 4.0]])   # dense, then masked
+    seen = []
+
+    def fake_fit(net, data, epochs, recipe, masks=None, **options):
+        seen.append((epochs, masks is not None, len(data.y_train), len(data.y_test)))
+        return {"history": {"epoch_s": next(passes)}}
+
+    monkeypatch.setattr(tu, "fit", fake_fit)
+    timing = ex.time_dense_vs_masked(run, batches=1, passes=4)
+    scale = len(run.data.y_train) / min(len(run.data.y_train), tu.FAITHFUL.batch_size)
+    assert timing["dense_epoch_s"] == pytest.approx(2.0 * scale)   # median of 1, 3, 2
+    assert timing["masked_epoch_s"] == pytest.approx(4.0 * scale)  # median of 2, 8, 4
+    assert timing["timed_passes"] == 3
+    assert [s[:2] for s in seen] == [(4, False), (4, True)]          # same passes, one masked
