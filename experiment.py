@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.transforms import Bbox
 import torch
 
 import train_util as tu
@@ -456,26 +457,55 @@ def plot_bits(accuracy_by_bits, path, title, test_label):
 
 
 def plot_size_accuracy(compressed, path, title, test_label):
-    """Final accuracy against storage size (log scale), one marker style per recipe."""
+    """Final accuracy against storage size (log scale), one marker style per recipe; a grey
+    line joins the two recipes' points of one model, which is labelled once."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    highest = {}  # one label per model, beside its higher point
+    points = {}  # model -> {recipe: (kib, acc)}
     for recipe, marker in (("faithful", "o"), ("improved", "s")):
-        points = [(row[recipe]["kib"], row[recipe]["final_acc"], key)
-                  for key, row in compressed["models"].items()
-                  if get(row, recipe, "kib") is not None and get(row, recipe, "final_acc") is not None]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=recipe)
-        for kib, acc, key in points:
-            highest[key] = max(highest.get(key, (kib, acc)), (kib, acc), key=lambda p: p[1])
-    for i, (key, point) in enumerate(highest.items()):
-        name = key.replace("_", " ") + ("-bit" if "_" in key else "")  # 3d_2 -> 3d 2-bit
-        # alternate above/below: models of equal size (2c, 2d, 2e) would cover each other
-        ax.annotate(name, point, fontsize=7, xytext=(4, 3 if i % 2 else -9), textcoords="offset points")
+        mine = {key: (row[recipe]["kib"], row[recipe]["final_acc"]) for key, row in compressed["models"].items()
+                if get(row, recipe, "kib") is not None and get(row, recipe, "final_acc") is not None}
+        ax.scatter([p[0] for p in mine.values()], [p[1] for p in mine.values()], marker=marker, label=recipe,
+                   zorder=2)
+        for key, point in mine.items():
+            points.setdefault(key, {})[recipe] = point
+    for pair in points.values():
+        ax.plot(*zip(*pair.values()), color="0.75", lw=0.8, zorder=1)
     ax.set_xscale("log")
+    ax.margins(x=0.12)  # room for the labels of the largest model
     ax.set(xlabel="storage size (KiB): non-zero values at Nbits + 1-bit position map",
            ylabel=f"final test accuracy (%)\n{test_label}")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()  # before the labels: they are placed where the points are drawn
+    _label_models(ax, {key: max(pair.values(), key=lambda p: p[1]) for key, pair in points.items()},
+                  [p for pair in points.values() for p in pair.values()])
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return _finish(fig, path, title)
+
+
+# where a label may sit around its point: (x, y offset in points, horizontal alignment)
+_LABEL_SPOTS = [(6, 2, "left"), (-6, 2, "right"), (6, -9, "left"), (-6, -9, "right"),
+                (0, 6, "center"), (0, -13, "center")]
+
+
+def _label_models(ax, tops, obstacles=()):
+    """Label each model beside its higher point, from the most accurate down, at the first
+    spot around it (right, left, below, above) that covers no label already placed and no
+    marker in `obstacles` (data points), else further down on its right."""
+    ax.figure.canvas.draw()  # final axis limits, so that data map to where they are drawn
+    renderer, placed = ax.figure.canvas.get_renderer(), []
+    markers = [Bbox.from_bounds(*(ax.transData.transform(p) - 5), 10, 10) for p in obstacles]
+    spots = _LABEL_SPOTS + [(6, -9 * k, "left") for k in range(2, 8)]
+    for key, point in sorted(tops.items(), key=lambda kv: -kv[1][1]):
+        name = key.replace("_", " ") + ("-bit" if "_" in key else "")  # 3d_2 -> 3d 2-bit
+        label = ax.annotate(name, point, fontsize=7, xytext=spots[0][:2], textcoords="offset points")
+        for dx, dy, align in spots:
+            label.set_position((dx, dy))
+            label.set_horizontalalignment(align)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed + markers):
+                break
+        placed.append(box)
 
 
 def render_source(objects, path):

@@ -233,3 +233,25 @@ def test_dense_vs_masked_timing_drops_the_first_pass_and_keeps_the_median(tmp_pa
     assert timing["masked_epoch_s"] == pytest.approx(4.0 * scale)  # median of 2, 8, 4
     assert timing["timed_passes"] == 3
     assert [s[:2] for s in seen] == [(4, False), (4, True)]          # same passes, one masked
+
+
+def test_size_accuracy_labels_cover_neither_each_other_nor_a_marker(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation
+    from matplotlib.transforms import Bbox
+
+    def row(kib, faithful, improved):
+        return {"faithful": {"kib": kib, "final_acc": faithful}, "improved": {"kib": kib, "final_acc": improved}}
+
+    # models of equal size with near-equal accuracies, and neighbours on the log axis
+    models = {"2c": row(264.7, 91.7, 92.5), "2d": row(264.7, 91.2, 92.6), "2e": row(264.7, 91.7, 91.5),
+              "3d_3": row(66.6, 88.7, 92.3), "3d_4": row(73.4, 90.5, 92.5), "3e": row(75.5, 90.4, 91.5),
+              "dense": row(1070.5, 93.5, 93.5)}
+    fig = ex.plot_size_accuracy({"models": models}, tmp_path / "c.png", "t", "test")
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].texts if isinstance(t, Annotation)]
+    markers = [Bbox.from_bounds(*(fig.axes[0].transData.transform((r[k]["kib"], r[k]["final_acc"])) - 3), 6, 6)
+               for r in models.values() for k in ("faithful", "improved")]
+    assert len(boxes) == len(models)   # one label per model
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:] + markers)
+    plt.close("all")
