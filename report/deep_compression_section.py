@@ -236,7 +236,28 @@ def _d_final(res: dict) -> str:
         f"{fmt(f['ratio_formula'], 1)}x because it counts only the Huffman-coded indices.",
         f"Indices take {share('indices')}% of the file, positions {share('positions')}%, batch norm "
         f"{share('batch norm')}%, codebooks and Huffman tables "
-        f"{fmt(100 * (parts.get('codebooks', 0) + parts.get('huffman tables', 0)) / total, 1)}%.", chosen_on)
+        f"{fmt(100 * (parts.get('codebooks', 0) + parts.get('huffman tables', 0)) / total, 1)}%.", chosen_on,
+        _why_not_smaller(res))
+
+
+def _why_not_smaller(res: dict) -> str:
+    """Why the candidate with the best file ratio was not the one kept (when it was not)."""
+    f, p = res["final"], get(res, "pipeline") or {}
+    smaller = [c for c in p.get("candidates", []) if c["ratio_file"] > f["ratio_file"]]
+    if not smaller:
+        return ""
+    c = max(smaller, key=lambda c: c["ratio_file"])
+    tried = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}.get((c["model"], c["bits"]))
+    what = f"{c['model']} at {c['bits']} bits would give {fmt(c['ratio_file'], 1)}x"
+    if tried is not None:
+        why = (f"after trained quantization it scored {fmt(tried.get('compressed_val_acc'))}% on the validation "
+               f"images, below what the target allows")
+    elif c.get("skipped"):
+        why = (f"K-means alone left it at {fmt(c.get('kmeans_val_acc'))}% on the validation images "
+               f"({c['skipped']}), so it was not trained")
+    else:
+        why = "the budget of trained candidates was spent on better-placed ones"
+    return f"A smaller file was among the candidates: {what}, but {why}."
 
 
 _DISCUSSIONS = {"prune": (_d_prune, "prune_std"), "kmeans": (_d_kmeans, "kmeans"),

@@ -621,3 +621,15 @@ def test_discussion_follows_the_numbers():
     r["final"].update(final_acc=89.0, drop=2.2, target_met=False, ratio_file=25.0)
     text = sec.discussion(r, "final")
     assert "2.20 points below" in text and "short" in text
+
+
+def test_final_discussion_says_why_a_smaller_candidate_was_not_kept():
+    r = fake_results()
+    assert "A smaller file" not in sec.discussion(r, "final")     # the kept file is the smallest
+    cand = r["pipeline"]["candidates"][0]
+    r["pipeline"]["candidates"].append({**cand, "bits": 3, "ratio_file": 24.0, "kmeans_val_acc": 80.5,
+                                        "skipped": "K-means validation accuracy more than 3 points below the target"})
+    text = sec.discussion(r, "final")
+    assert "s=1.25 ladder at 3 bits would give 24.0x" in text and "80.50%" in text and "not trained" in text
+    r["pipeline"]["attempts"].append({**r["pipeline"]["candidates"][-1], "compressed_val_acc": 93.1})
+    assert "after trained quantization it scored 93.10%" in sec.discussion(r, "final")
