@@ -284,6 +284,21 @@ def share_weights_(net, bits, init="linear", seed=0, progress=False):
 
 
 @torch.no_grad()
+def share_like_(net, state, bits):
+    """Give `net` the `SharedWeight` parametrizations that the state dict `state` (of a
+    trained-quantization stage, e.g. checkpoints/dc_quant_*.pt) holds, so that the state
+    dict then loads strictly; `bits` is the nominal bits per index the stage used."""
+    for name, layer in coded_layers(net).items():
+        index = state.get(f"{name}.parametrizations.weight.0.index")
+        if index is not None:
+            codebook = state[f"{name}.parametrizations.weight.original"]
+            shared = SharedWeight(index.to(layer.weight.device), len(codebook), bits)
+            layer.weight.copy_(shared(codebook.to(layer.weight.device)))
+            parametrize.register_parametrization(layer, "weight", shared)
+    return net
+
+
+@torch.no_grad()
 def round_floats_to_float16_(net):
     """Round every float parameter and buffer (batch norm, biases, codebooks) to the
     nearest float16 value, kept in float32, where that is finite. The file then stores

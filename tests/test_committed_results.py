@@ -70,12 +70,17 @@ def test_stage_remeasures_exactly(name, data):
         pytest.skip(f"measured on {saved['key']['data']['test_images']} test images, {data.n_test} here")
     assert tu.sha256(CKPT / f"{name}.pt") == saved["sha256"]["final"]
     net = ex.network_from_spec(saved["key"]["network"])
+    if name.startswith("dc_quant_"):  # trained quantization: shared (codebook + index) weights
+        import compression
+        state = torch.load(CKPT / f"{name}.pt", map_location="cpu", weights_only=True)
+        compression.share_like_(net, state, saved["key"]["bits"])
     tu.load_checkpoint(net, CKPT / f"{name}.pt")
     acc, _ = tu.evaluate(tu.prepare_for_device(net, data.device), data)
     assert acc == saved["record"]["final_acc"]
     results, notebook = results_file_of(name)
     if results.is_file():  # absent while its notebook's campaign is still running
-        reported = [r for r in _runs(json.loads(results.read_text())) if r.get("stage") == name]
+        reported = [r for r in _runs(json.loads(results.read_text()))
+                    if r.get("stage") == name or Path(r.get("checkpoint", "")).stem == name]
         assert reported, (f"report/{results.name} does not report stage {name}: it is from an execution "
                           f"still running or older than the stage; execute {notebook} to the end")
         assert all(r["final_acc"] == acc for r in reported), name
@@ -98,9 +103,10 @@ def results_file_of(stage):
 
 
 def _runs(tree):
-    """Every run summary (a dict with a 'stage') anywhere in a results file."""
+    """Every run summary (a dict with a final accuracy and the 'stage' or 'checkpoint' it
+    comes from) anywhere in a results file."""
     if isinstance(tree, dict):
-        if "stage" in tree and "final_acc" in tree:
+        if ("stage" in tree or "checkpoint" in tree) and "final_acc" in tree:
             yield tree
         children = tree.values()
     else:

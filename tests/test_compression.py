@@ -147,6 +147,19 @@ def test_share_weights_keeps_the_model_and_makes_codebooks_the_only_layer_parame
         cp.share_weights_(net, 3)
 
 
+def test_a_shared_state_dict_loads_strictly_into_a_net_shared_like_it(tmp_path):
+    net = pruned_shared_net().eval()
+    torch.save(net.state_dict(), tmp_path / "q.pt")
+    state = torch.load(tmp_path / "q.pt", weights_only=True)
+    fresh = ResNetCIFAR(num_layers=8)
+    with pytest.raises(RuntimeError):   # a plain net does not take the codebooks and indices
+        fresh.load_state_dict(state, strict=True)
+    fresh = cp.share_like_(ResNetCIFAR(num_layers=8), state, bits=3)
+    fresh.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(fresh.eval()(x), net(x))
+
+
 def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
     net = pruned_shared_net()
     plain = cp.plain_copy(net).eval()
