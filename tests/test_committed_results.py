@@ -70,6 +70,9 @@ def test_stage_remeasures_exactly(name, data):
         pytest.skip(f"measured on {saved['key']['data']['test_images']} test images, {data.n_test} here")
     assert tu.sha256(CKPT / f"{name}.pt") == saved["sha256"]["final"]
     net = ex.network_from_spec(saved["key"]["network"])
+    if name.startswith("ext_filter"):  # filter pruning: a narrower dense network
+        import extensions
+        net, _ = extensions.prune_filters(net, saved["key"]["fraction"])
     if name.startswith("dc_quant_"):  # trained quantization: shared (codebook + index) weights
         import compression
         state = torch.load(CKPT / f"{name}.pt", map_location="cpu", weights_only=True)
