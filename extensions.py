@@ -76,9 +76,17 @@ def finetunes(s):
 
 
 def recipe():
-    """The finetuning recipe of every stage: the kit's improved one (cosine lr from 0.05,
-    Nesterov, distillation from the dense model), the same for every arm of a comparison."""
+    """The finetuning recipe of the pruning stages: the kit's improved one (cosine lr from
+    0.05, Nesterov, distillation from the dense model), the same for every arm of a comparison."""
     return tu.IMPROVED
+
+
+def qat_recipe():
+    """The recipe of the quantization-aware finetunes (uniform and mixed alike): the one
+    tuning.py chose for Lab 3 (c) (report/tuning.json; lr 0.01). At lr 0.05 our quantized
+    model collapses in its first epoch (tuning.py's check), and a 2-bit-heavy mixed model
+    more than a uniform one, so lr 0.05 would compare the lr's harm, not the allocations."""
+    return ex.tuned_recipes(ex.load_decisions()).get("lab3c_improved", tu.IMPROVED)
 
 
 class Extensions(ex.Experiment):
@@ -109,21 +117,23 @@ class Extensions(ex.Experiment):
             self._own_stand_in = True
         return own
 
-    def finetune(self, name, net, masks=None, **extra):
+    def finetune(self, name, net, masks=None, finetune_recipe=None, **extra):
         """Stage `name` (checkpoints/<name>.pt, reloaded in full mode if it finished with
         the same key; per-epoch resume state beside it): finetune `net` in place with
-        `recipe()` and the dense teacher, keeping the zeros of `masks`. The stage key holds
-        digests of the starting weights and masks: they capture the filter choice, the
-        pruning and the pretrained model without hashing source code. Returns a summary."""
+        `finetune_recipe` (default `recipe()`) and the dense teacher, keeping the zeros of
+        `masks`. The stage key holds digests of the starting weights and masks: they capture
+        the filter choice, the pruning and the pretrained model without hashing source code.
+        Returns a summary."""
         epochs, teacher = self.ext.finetune_epochs, self.teacher()
+        finetune_recipe = finetune_recipe or recipe()
 
         def train(net, resume):
-            return tu.fit(net, self.data, epochs, recipe(), masks=masks, teacher=teacher,
+            return tu.fit(net, self.data, epochs, finetune_recipe, masks=masks, teacher=teacher,
                           seed=self.seed, desc=name, resume=resume)
 
         start = tu.tensor_digest(net.state_dict().values())
         mask_digest = tu.tensor_digest([masks[k] for k in sorted(masks)]) if masks else None
-        record = self.stage(name, net, train, recipe=recipe(), epochs=epochs, start=start,
+        record = self.stage(name, net, train, recipe=finetune_recipe, epochs=epochs, start=start,
                             masks=mask_digest, **extra)
         return ex.summary(record)
 
@@ -512,7 +522,8 @@ def with_bits(net, alloc):
 
 def mixed_precision(run, scan):
     """For each target average: the allocation chosen from `scan`, against uniform bits,
-    post-training and (settings.qat) after a QAT finetune of the same epochs and recipe."""
+    post-training and (settings.qat) after a QAT finetune of the same epochs and recipe
+    (`qat_recipe()`)."""
     sizes = {n: r["weights"] for n, r in scan["layers"].items()}
     costs, out = sensitivity_costs(scan), {}
     for target in run.ext.mixed_targets:
@@ -522,7 +533,8 @@ def mixed_precision(run, scan):
                "kib": {k: tu.storage_kib(n) for k, n in nets.items()},
                "ptq": {k: accuracy(n, run.data) for k, n in nets.items()}}
         if run.ext.qat:
-            row["qat"] = {k: run.finetune(f"ext_{k}{target}bit", n, alloc=alloc if k == "mixed" else target)
+            row["qat"] = {k: run.finetune(f"ext_{k}{target}bit", n, finetune_recipe=qat_recipe(),
+                                          alloc=alloc if k == "mixed" else target)
                           for k, n in nets.items()}
         out[str(target)] = row
     return {"sizes": sizes, "targets": out}

@@ -303,6 +303,37 @@ def test_finetune_stage_keeps_the_mask_and_saves_the_stage(tmp_path):
     assert saved["key"]["masks"] == tu.tensor_digest([masks[k] for k in sorted(masks)])
 
 
+def test_qat_finetunes_use_the_tuned_lab3c_recipe_and_pruning_ones_the_improved(monkeypatch):
+    tuned = replace(tu.IMPROVED, lr=0.01)
+    decision = {"lab3c_improved": {"chosen": "lr0.01", "runs": {"lr0.01": {"recipe": tuned.__dict__}}}}
+    monkeypatch.setattr(ex, "load_decisions", lambda: decision)
+    assert ext.qat_recipe() == tuned and ext.recipe() == tu.IMPROVED
+    monkeypatch.setattr(ex, "load_decisions", lambda: {})
+    assert ext.qat_recipe() == tu.IMPROVED       # before tuning.py has run
+
+    class Run:  # records what mixed_precision asks to finetune, trains nothing
+        ext = replace(ext.QUICK_SETTINGS, qat=True, mixed_targets=(3,))
+        data = tu.synthetic_cifar(16, 8, seed=0, device="cpu")
+        calls = []
+
+        def model(self, Nbits=None):
+            return ResNetCIFAR(num_layers=20, Nbits=Nbits)
+
+        def finetune(self, name, net, **options):
+            self.calls.append((name, options.get("finetune_recipe")))
+            return {"final_acc": 0.0}
+
+    monkeypatch.setattr(ex, "load_decisions", lambda: decision)
+    monkeypatch.setattr(ext, "accuracy", lambda net, data: 0.0)
+    layer = "body_op.0.conv1.0"
+    monkeypatch.setattr(ext, "allocate_bits", lambda costs, sizes, target: {layer: target})
+    monkeypatch.setattr(ext, "sensitivity_costs", lambda scan: {})
+    run = Run()
+    ext.mixed_precision(run, {"layers": {layer: {"weights": 2304}}})
+    assert [name for name, _ in run.calls] == ["ext_uniform3bit", "ext_mixed3bit"]
+    assert all(r == tuned for _, r in run.calls)
+
+
 # ----------------------------------------------------------------------------- report section
 
 def fake_results(quick=False):
