@@ -99,7 +99,7 @@ class Extensions(ex.Experiment):
         self.calib = calibration_data(self.data, self.ext.calib_images)
         self.results["meta"].update(calib_label=calib_label(self.data, self.ext.calib_images),
                                     ext_settings={k: str(v) for k, v in vars(self.ext).items()},
-                                    ext_recipe=asdict(recipe()))
+                                    ext_recipe=asdict(recipe()), ext_qat_recipe=asdict(qat_recipe()))
 
     def _load_results(self):
         self.results_path = self.settings.results_dir / RESULTS_NAME

@@ -6,6 +6,7 @@ so the prose never contradicts the tables. A missing key gives "<question>: not 
 """
 from __future__ import annotations
 
+import math
 
 from report.tables import (ALL_BITS, NOT_RUN, PRUNE_QS, QAT_BITS, QUICK_BANNER, RECIPES,
                            fmt, get, is_quick, question, source_label, test_set)
@@ -33,6 +34,26 @@ def versus(a, b, what: str = "") -> str:
     if abs(d) < TIE:
         return f"level with {what}" if what else "level"
     return f"{abs(d):.2f} points {above_below(d)} {what}".strip()
+
+
+def standard_error(acc: float, n: int) -> float:
+    """Standard error, in points, of an accuracy of ``acc`` % measured on ``n`` images
+    (binomial: each image is right or wrong)."""
+    p = acc / 100
+    return 100 * math.sqrt(p * (1 - p) / n)
+
+
+def within_noise(a, b, n) -> str:
+    """A clause saying a - b is sampling noise when it is under two standard errors of one
+    accuracy on ``n`` test images (e.g. 0.2 points = 2 of 1,000 images); '' otherwise."""
+    if a is None or b is None or not n or abs(a - b) < TIE:
+        return ""
+    two_se = 2 * standard_error((a + b) / 2, n)
+    if abs(a - b) >= two_se:
+        return ""
+    images = round(abs(a - b) * n / 100)
+    return (f"{images:,} of {n:,} test images, less than two standard errors ({two_se:.1f} points) "
+            f"of one accuracy on {n:,} images: a tie within sampling noise")
 
 
 def versus_each(items, what: str) -> str:

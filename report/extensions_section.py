@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from report.discussion import above_below, join, versus
+from report.discussion import above_below, join, versus, within_noise
 from report.notebook_section import NotebookSection, not_run_table
 from report.tables import NOT_RUN, acc_col, caption, fmt, get, md_table
 
@@ -330,6 +330,23 @@ def _d_quantizers(res: dict) -> str:
         f"At {bits[low]} bits the best family is {best_low} ({fmt(fams[best_low]['acc'][low])}%).", plateau)
 
 
+def _noise(a, b, res: dict) -> str:
+    """'' or ': <k of n images, a tie within sampling noise>' for a comparison of a and b."""
+    clause = within_noise(a, b, get(res, "meta", "test_images"))
+    return f": {clause}" if clause else ""
+
+
+def _qat_recipe_sentence(res: dict) -> str:
+    r, epochs = get(res, "meta", "ext_qat_recipe"), None
+    for target in (get(res, "mixed_precision", "targets") or {}).values():
+        epochs = epochs or get(target, "qat", "uniform", "epochs")
+    if not r or not epochs:
+        return ""
+    return (f"Every quantization-aware finetune (uniform and mixed alike) ran {epochs} epochs from "
+            f"lr {r['lr']:g} ({r['schedule']} schedule, distillation weight {r['distill']:g}), "
+            "the recipe tuning.py chose for Lab 3 (c) on the validation split.")
+
+
 def _d_mixed_precision(res: dict) -> str:
     mp = res["mixed_precision"]
     sentences = []
@@ -341,10 +358,10 @@ def _d_mixed_precision(res: dict) -> str:
             f"At an average of {fmt(r['avg_bits'])} bits per weight, the size of uniform {t}-bit "
             f"({fmt(get(r, 'kib', 'mixed'), 1)} vs. {fmt(get(r, 'kib', 'uniform'), 1)} KiB), the allocation from the sensitivity "
             f"scan ({min(alloc)} to {max(alloc)} bits per layer) reached {fmt(m)}% without finetuning, "
-            f"{versus(m, u, f'uniform {t}-bit')} ({fmt(u)}%)"
+            f"{versus(m, u, f'uniform {t}-bit')} ({fmt(u)}%{_noise(m, u, res)})"
             + (f"; after quantization-aware finetuning it ended at {fmt(qm)}%, {versus(qm, qu, 'uniform')} "
-               f"({fmt(qu)}%)." if qm is not None and qu is not None else "."))
-    return join(*sentences)
+               f"({fmt(qu)}%{_noise(qm, qu, res)})." if qm is not None and qu is not None else "."))
+    return join(*sentences, _qat_recipe_sentence(res))
 
 
 def _d_nm(res: dict) -> str:
@@ -354,7 +371,7 @@ def _d_nm(res: dict) -> str:
         f"With {fmt(a.get('zeros_pct'), 1)}% zeros in the same layers, the 2:4 pattern reached "
         f"{fmt(a.get('before'))}% before finetuning, {versus(a.get('before'), b.get('before'), 'unstructured pruning')} "
         f"({fmt(b.get('before'))}%), and {fmt(_final(a))}% after finetuning, "
-        f"{versus(_final(a), _final(b), 'unstructured')} ({fmt(_final(b))}%).",
+        f"{versus(_final(a), _final(b), 'unstructured')} ({fmt(_final(b))}%{_noise(_final(a), _final(b), res)}).",
         "The constraint (two of every four consecutive input channels) is what sparse tensor cores "
         "(NVIDIA Ampere and later) execute at up to twice the dense rate; that speed is not measured here "
         "(CPU only).")

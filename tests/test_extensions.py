@@ -394,6 +394,22 @@ def test_section_renders_tables_figures_and_sentences_from_the_numbers(tmp_path)
     assert "most sensitive layer is head (20.00%" in sec.discussion(fake_results(), "prune_sensitivity")
 
 
+def test_finetuned_comparisons_within_sampling_noise_are_called_a_tie():
+    res = fake_results()
+    qat = res["mixed_precision"]["targets"]["3"]["qat"]
+    qat["uniform"]["final_acc"], qat["mixed"]["final_acc"] = 92.6, 92.8
+    res["meta"]["ext_qat_recipe"] = {"lr": 0.01, "schedule": "cosine", "distill": 0.5}
+    mixed = sec.discussion(res, "mixed_precision")
+    # one accuracy near 92.7 % on 1,000 images: SE = 100 * sqrt(.927 * .073 / 1000) = 0.82 points
+    assert "0.20 points above uniform (92.60%: 2 of 1,000 test images" in mixed
+    assert "two standard errors (1.6 points)" in mixed and "tie within sampling noise" in mixed
+    assert "ran 5 epochs from lr 0.01 (cosine schedule, distillation weight 0.5)" in mixed
+    # 10 points apart without finetuning: far outside the noise, no such clause
+    assert "uniform 3-bit (60.00%)" in mixed
+    res["nm"]["2:4"]["final_acc"], res["nm"]["unstructured"]["final_acc"] = 70.0, 89.5
+    assert "sampling noise" not in sec.discussion(res, "nm")
+
+
 def test_discussion_wording_follows_the_sign_and_quick_banner(tmp_path):
     res = fake_results(quick=True)
     res["timing"]["element-wise"]["median_ms"] = 50.0  # a surprising measurement is not hidden

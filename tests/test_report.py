@@ -472,3 +472,12 @@ def test_true_false_answers_cite_the_extensions_measurements(tmp_path):
     assert "41.0 ms" in problem_1_2 and "12.0 ms" in problem_1_2   # the measured times, cited
     problem_1_10 = after.split("## Problem 1.10")[1]
     assert "lecture_extensions.ipynb not run" in problem_1_10      # no mixed-precision numbers
+
+
+def test_standard_error_is_the_binomial_closed_form_and_sets_the_noise_band():
+    from report.discussion import standard_error, within_noise
+    assert standard_error(90.0, 1000) == pytest.approx(100 * (0.9 * 0.1 / 1000) ** 0.5)
+    assert standard_error(50.0, 100) == pytest.approx(5.0)
+    assert within_noise(51.0, 50.0, 100).startswith("1 of 100 test images")   # 1 < 2 x 5.0
+    assert within_noise(61.0, 50.0, 100) == ""                                # 11 > 2 x 4.9
+    assert within_noise(50.0, 50.0, 100) == within_noise(None, 50.0, 100) == within_noise(51.0, 50.0, None) == ""
