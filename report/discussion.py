@@ -81,11 +81,40 @@ def runs_sentence(res: dict, *path: str) -> str:
     return "; ".join(run_phrase(get(res, *path, r), r) for r in RECIPES) + "."
 
 
+def _final_pairs(res: dict, key: str, other: str):
+    return [(get(res, key, r, "final_acc"), get(res, other, r, "final_acc"), r) for r in RECIPES]
+
+
+def _ties(res: dict, pairs) -> list[str]:
+    """The recipes whose difference in ``pairs`` is within sampling noise."""
+    n = get(res, "meta", "test_images")
+    return [r for a, b, r in pairs if within_noise(a, b, n)]
+
+
+def noise_sentence(res: dict, pairs) -> str:
+    """Which recipes' differences are ties within sampling noise (one sentence, or '')."""
+    ties = _ties(res, pairs)
+    if not ties:
+        return ""
+    accs = [x for a, b, r in pairs if r in ties for x in (a, b)]
+    n = get(res, "meta", "test_images")
+    two_se = 2 * standard_error(sum(accs) / len(accs), n)
+    if len(ties) == len(pairs) > 1:
+        which, tie = "Both differences are", "ties"
+    else:
+        which, tie = f"The difference with the {ties[0]} recipe is", "a tie"
+    return (f"{which} under two standard errors ({two_se:.1f} points) of one accuracy on {n:,} "
+            f"test images: {tie} within sampling noise.")
+
+
 def compare_runs(res: dict, key: str, other: str, label: str) -> str:
-    """Final-accuracy comparison of ``key`` against ``other`` for each recipe."""
-    phrase = versus_each([(get(res, key, r, "final_acc"), get(res, other, r, "final_acc"),
-                           f"with the {r} recipe") for r in RECIPES], label)
-    return f"On final accuracy, {question(key)} finished {phrase}." if phrase else ""
+    """Final-accuracy comparison of ``key`` against ``other`` for each recipe, and which
+    of the differences are within sampling noise."""
+    pairs = _final_pairs(res, key, other)
+    phrase = versus_each([(a, b, f"with the {r} recipe") for a, b, r in pairs], label)
+    if not phrase:
+        return ""
+    return join(f"On final accuracy, {question(key)} finished {phrase}.", noise_sentence(res, pairs))
 
 
 def slash(values, nd: int = 2) -> str:
@@ -176,6 +205,10 @@ def _lab2d(res: dict) -> str:
     drops = [d for d in drops if d is not None]
     if not drops:
         why = ""
+    elif len(_ties(res, _final_pairs(res, "lab2d", "lab2c"))) == len(drops):
+        why = ("Neither schedule is measurably better here: iterative pruning lets pruned weights "
+               "regrow until its last step, but spends fewer of its epochs at the final sparsity "
+               "than one-shot pruning.")
     elif all(d <= 0 for d in drops):   # iterative at least as good (a "drop" of <= 0)
         why = ("Weights pruned early may regrow until the last pruning step, so the network "
                "adapts to the sparsity gradually instead of absorbing the whole cut at once.")
