@@ -52,8 +52,8 @@ def within_noise(a, b, n) -> str:
     if abs(a - b) >= two_se:
         return ""
     images = round(abs(a - b) * n / 100)
-    return (f"{images:,} of {n:,} test images, less than two standard errors ({two_se:.1f} points) "
-            f"of one accuracy on {n:,} images: a tie within sampling noise")
+    return (f"{images:,} of {n:,} test images; two standard errors of one accuracy on {n:,} "
+            f"images are {two_se:.1f} points, so this is a tie within sampling noise")
 
 
 def versus_each(items, what: str) -> str:

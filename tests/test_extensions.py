@@ -402,7 +402,8 @@ def test_finetuned_comparisons_within_sampling_noise_are_called_a_tie():
     mixed = sec.discussion(res, "mixed_precision")
     # one accuracy near 92.7 % on 1,000 images: SE = 100 * sqrt(.927 * .073 / 1000) = 0.82 points
     assert "0.20 points above uniform (92.60%: 2 of 1,000 test images" in mixed
-    assert "two standard errors (1.6 points)" in mixed and "tie within sampling noise" in mixed
+    assert "two standard errors of one accuracy on 1,000 images are 1.6 points" in mixed
+    assert "tie within sampling noise" in mixed
     assert "ran 5 epochs from lr 0.01 (cosine schedule, distillation weight 0.5)" in mixed
     # 10 points apart without finetuning: far outside the noise, no such clause
     assert "uniform 3-bit (60.00%)" in mixed
