@@ -89,6 +89,13 @@ def qat_recipe():
     return ex.tuned_recipes(ex.load_decisions()).get("lab3c_improved", tu.IMPROVED)
 
 
+def qat_recipe_source():
+    """Where `qat_recipe()` comes from, in words (the report names it)."""
+    if "lab3c_improved" in ex.load_decisions():
+        return "the recipe tuning.py chose for Lab 3 (c) on the validation split"
+    return "the improved recipe, because report/tuning.json holds no Lab 3 (c) decision"
+
+
 class Extensions(ex.Experiment):
     """hw4's Experiment (mode, data, pretrained model, resumable stages) writing its results
     to extensions.json, plus the extension settings (`ext`) and a calibration split."""
@@ -99,7 +106,8 @@ class Extensions(ex.Experiment):
         self.calib = calibration_data(self.data, self.ext.calib_images)
         self.results["meta"].update(calib_label=calib_label(self.data, self.ext.calib_images),
                                     ext_settings={k: str(v) for k, v in vars(self.ext).items()},
-                                    ext_recipe=asdict(recipe()), ext_qat_recipe=asdict(qat_recipe()))
+                                    ext_recipe=asdict(recipe()), ext_qat_recipe=asdict(qat_recipe()),
+                                    ext_qat_recipe_source=qat_recipe_source())
 
     def _load_results(self):
         self.results_path = self.settings.results_dir / RESULTS_NAME

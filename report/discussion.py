@@ -43,17 +43,37 @@ def standard_error(acc: float, n: int) -> float:
     return 100 * math.sqrt(p * (1 - p) / n)
 
 
-def within_noise(a, b, n) -> str:
-    """A clause saying a - b is sampling noise when it is under two standard errors of one
-    accuracy on ``n`` test images (e.g. 0.2 points = 2 of 1,000 images); '' otherwise."""
-    if a is None or b is None or not n or abs(a - b) < TIE:
+def noise_band(a: float, b: float, n: int) -> float:
+    """Two standard errors of one accuracy on ``n`` images, at the mean of a and b."""
+    return 2 * standard_error((a + b) / 2, n)
+
+
+def is_within_noise(a, b, n) -> bool:
+    """True when accuracies a and b (%, on the same ``n`` test images) differ by less than
+    two standard errors of one accuracy: a test set that size cannot separate them. Two
+    models scored on the same images would need a paired test (per-image results, which the
+    results files do not keep), so this is a rule of thumb, worded as such."""
+    if a is None or b is None or not n:
+        return False
+    return abs(a - b) < noise_band(a, b, n)
+
+
+def noise_clause(a, b, n) -> str:
+    """'net k of n test images, within noise' for a difference inside the noise band; ''
+    for a clear difference, a missing value, or a level pair ("level" says it already)."""
+    if not is_within_noise(a, b, n) or abs(a - b) < TIE:
         return ""
-    two_se = 2 * standard_error((a + b) / 2, n)
-    if abs(a - b) >= two_se:
+    return f"net {round(abs(a - b) * n / 100):,} of {n:,} test images, within noise"
+
+
+def noise_note(pairs, n) -> str:
+    """The sentence that explains "within noise" once, for the (a, b) pairs it marked."""
+    bands = sorted({round(noise_band(a, b, n), 1) for a, b in pairs if noise_clause(a, b, n)})
+    if not bands:
         return ""
-    images = round(abs(a - b) * n / 100)
-    return (f"{images:,} of {n:,} test images; two standard errors of one accuracy on {n:,} "
-            f"images are {two_se:.1f} points, so this is a tie within sampling noise")
+    band = f"{bands[0]:.1f}" if len(bands) == 1 else f"{bands[0]:.1f}–{bands[-1]:.1f}"
+    return (f"*Within noise*: smaller than two standard errors of one accuracy on {n:,} test "
+            f"images ({band} points at these accuracies), so this test set cannot separate the two.")
 
 
 def versus_each(items, what: str) -> str:
@@ -86,25 +106,22 @@ def _final_pairs(res: dict, key: str, other: str):
 
 
 def _ties(res: dict, pairs) -> list[str]:
-    """The recipes whose difference in ``pairs`` is within sampling noise."""
+    """The recipes whose difference in ``pairs`` is within noise (level pairs included)."""
     n = get(res, "meta", "test_images")
-    return [r for a, b, r in pairs if within_noise(a, b, n)]
+    return [r for a, b, r in pairs if is_within_noise(a, b, n)]
 
 
 def noise_sentence(res: dict, pairs) -> str:
-    """Which recipes' differences are ties within sampling noise (one sentence, or '')."""
-    ties = _ties(res, pairs)
-    if not ties:
-        return ""
-    accs = [x for a, b, r in pairs if r in ties for x in (a, b)]
+    """Which recipes' (non-level) differences the test set cannot separate, or ''."""
     n = get(res, "meta", "test_images")
-    two_se = 2 * standard_error(sum(accs) / len(accs), n)
-    if len(ties) == len(pairs) > 1:
-        which, tie = "Both differences are", "ties"
-    else:
-        which, tie = f"The difference with the {ties[0]} recipe is", "a tie"
-    return (f"{which} under two standard errors ({two_se:.1f} points) of one accuracy on {n:,} "
-            f"test images: {tie} within sampling noise.")
+    close = [(a, b, r) for a, b, r in pairs if noise_clause(a, b, n)]
+    if not close:
+        return ""
+    bands = " and ".join(f"{noise_band(a, b, n):.1f}" for a, b, _ in close)
+    which = ("Both differences are" if len(close) == len(pairs) > 1
+             else f"The difference with the {close[0][2]} recipe is")
+    return (f"{which} smaller than two standard errors of one accuracy on {n:,} test images "
+            f"({bands} points), so this test set cannot separate them.")
 
 
 def compare_runs(res: dict, key: str, other: str, label: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from report.discussion import above_below, join, versus, within_noise
+from report.discussion import above_below, join, noise_clause, noise_note, versus
 from report.notebook_section import NotebookSection, not_run_table
 from report.tables import NOT_RUN, acc_col, caption, fmt, get, md_table
 
@@ -331,28 +331,38 @@ def _d_quantizers(res: dict) -> str:
 
 
 def _noise(a, b, res: dict) -> str:
-    """'' or ': <k of n images, a tie within sampling noise>' for a comparison of a and b."""
-    clause = within_noise(a, b, get(res, "meta", "test_images"))
-    return f": {clause}" if clause else ""
+    """'' or '; net k of n test images, within noise' for a comparison of a and b."""
+    clause = noise_clause(a, b, get(res, "meta", "test_images"))
+    return f"; {clause}" if clause else ""
+
+
+def _noise_note(res: dict, pairs) -> str:
+    return noise_note([(a, b) for a, b in pairs if a is not None and b is not None],
+                      get(res, "meta", "test_images"))
 
 
 def _qat_recipe_sentence(res: dict) -> str:
-    r, epochs = get(res, "meta", "ext_qat_recipe"), None
-    for target in (get(res, "mixed_precision", "targets") or {}).values():
-        epochs = epochs or get(target, "qat", "uniform", "epochs")
-    if not r or not epochs:
+    """The recipe of the quantization-aware finetunes, when the results record it and all
+    of them ran the same number of epochs."""
+    r = get(res, "meta", "ext_qat_recipe")
+    runs = [q for t in (get(res, "mixed_precision", "targets") or {}).values()
+            for q in (get(t, "qat") or {}).values()]
+    epochs = {q.get("epochs") for q in runs}
+    if not r or len(epochs) != 1 or None in epochs:
         return ""
-    return (f"Every quantization-aware finetune (uniform and mixed alike) ran {epochs} epochs from "
-            f"lr {r['lr']:g} ({r['schedule']} schedule, distillation weight {r['distill']:g}), "
-            "the recipe tuning.py chose for Lab 3 (c) on the validation split.")
+    source = get(res, "meta", "ext_qat_recipe_source") or "the recipe recorded in the results"
+    return (f"Every quantization-aware finetune (uniform and mixed alike) ran {epochs.pop()} epochs "
+            f"from lr {r['lr']:g} ({r['schedule']} schedule, distillation weight {r['distill']:g}): "
+            f"{source}.")
 
 
 def _d_mixed_precision(res: dict) -> str:
     mp = res["mixed_precision"]
-    sentences = []
+    sentences, pairs = [], []
     for t, r in mp["targets"].items():
         m, u = get(r, "ptq", "mixed"), get(r, "ptq", "uniform")
         qm, qu = get(r, "qat", "mixed", "final_acc"), get(r, "qat", "uniform", "final_acc")
+        pairs += [(m, u), (qm, qu)]
         alloc = r["alloc"].values()
         sentences.append(
             f"At an average of {fmt(r['avg_bits'])} bits per weight, the size of uniform {t}-bit "
@@ -361,20 +371,21 @@ def _d_mixed_precision(res: dict) -> str:
             f"{versus(m, u, f'uniform {t}-bit')} ({fmt(u)}%{_noise(m, u, res)})"
             + (f"; after quantization-aware finetuning it ended at {fmt(qm)}%, {versus(qm, qu, 'uniform')} "
                f"({fmt(qu)}%{_noise(qm, qu, res)})." if qm is not None and qu is not None else "."))
-    return join(*sentences, _qat_recipe_sentence(res))
+    return join(*sentences, _qat_recipe_sentence(res), _noise_note(res, pairs))
 
 
 def _d_nm(res: dict) -> str:
     nm = res["nm"]
     a, b = nm.get("2:4", {}), nm.get("unstructured", {})
+    after = (_final(a), _final(b))
     return join(
         f"With {fmt(a.get('zeros_pct'), 1)}% zeros in the same layers, the 2:4 pattern reached "
         f"{fmt(a.get('before'))}% before finetuning, {versus(a.get('before'), b.get('before'), 'unstructured pruning')} "
-        f"({fmt(b.get('before'))}%), and {fmt(_final(a))}% after finetuning, "
-        f"{versus(_final(a), _final(b), 'unstructured')} ({fmt(_final(b))}%{_noise(_final(a), _final(b), res)}).",
+        f"({fmt(b.get('before'))}%), and {fmt(after[0])}% after finetuning, "
+        f"{versus(*after, 'unstructured')} ({fmt(after[1])}%{_noise(*after, res)}).",
         "The constraint (two of every four consecutive input channels) is what sparse tensor cores "
         "(NVIDIA Ampere and later) execute at up to twice the dense rate; that speed is not measured here "
-        "(CPU only).")
+        "(CPU only).", _noise_note(res, [after]))
 
 
 def _d_int8(res: dict) -> str:

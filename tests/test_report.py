@@ -392,12 +392,12 @@ def test_discussion_explains_by_outcome():
     res["lab2d"]["improved"]["final_acc"] = res["lab2c"]["improved"]["final_acc"] + 0.1
     text = discussion(res, "lab2d")
     assert "depends on the recipe" in text    # one better, one worse
-    assert "The difference with the improved recipe is under two standard errors" in text
+    assert "The difference with the improved recipe is smaller than two standard errors" in text
     res["lab2d"]["improved"]["final_acc"] = res["lab2c"]["improved"]["final_acc"] - 0.1
     assert "did not pay off" in discussion(res, "lab2d")
     res["lab2d"]["faithful"]["final_acc"] = res["lab2c"]["faithful"]["final_acc"] - 1.0
     text = discussion(res, "lab2d")
-    assert "Neither schedule is measurably better" in text and "Both differences are under" in text
+    assert "Neither schedule is measurably better" in text and "Both differences are smaller" in text
     assert "spreads the sparsity unevenly" in discussion(res, "lab2e")
     res["lab2e"]["faithful"]["layer_zeros"] = dict.fromkeys(LAYERS, 80.0)
     assert "almost evenly" in discussion(res, "lab2e")
@@ -483,9 +483,25 @@ def test_true_false_answers_cite_the_extensions_measurements(tmp_path):
 
 
 def test_standard_error_is_the_binomial_closed_form_and_sets_the_noise_band():
-    from report.discussion import standard_error, within_noise
-    assert standard_error(90.0, 1000) == pytest.approx(100 * (0.9 * 0.1 / 1000) ** 0.5)
-    assert standard_error(50.0, 100) == pytest.approx(5.0)
-    assert within_noise(51.0, 50.0, 100).startswith("1 of 100 test images")   # 1 < 2 x 5.0
-    assert within_noise(61.0, 50.0, 100) == ""                                # 11 > 2 x 4.9
-    assert within_noise(50.0, 50.0, 100) == within_noise(None, 50.0, 100) == within_noise(51.0, 50.0, None) == ""
+    from report.discussion import is_within_noise, noise_clause, noise_note, standard_error
+    assert standard_error(50.0, 100) == pytest.approx(5.0)        # sqrt(.5 * .5 / 100) = 0.05
+    assert standard_error(0.0, 100) == standard_error(100.0, 100) == 0.0
+    assert is_within_noise(51.0, 50.0, 100) and is_within_noise(50.0, 50.0, 100)   # 1 < 2 x 5.0
+    assert not is_within_noise(61.0, 50.0, 100)                                    # 11 > 2 x 4.9
+    assert not is_within_noise(None, 50.0, 100) and not is_within_noise(51.0, 50.0, None)
+    assert noise_clause(51.0, 50.0, 100) == "net 1 of 100 test images, within noise"
+    assert noise_clause(50.0, 50.0, 100) == noise_clause(61.0, 50.0, 100) == ""   # level / clear
+    assert "(10.0 points at these accuracies)" in noise_note([(51.0, 49.0), (80.0, 20.0)], 100)
+    assert noise_note([(80.0, 20.0)], 100) == ""
+
+
+def test_lab2d_counts_a_level_recipe_as_inside_the_noise():
+    res = make_results()
+    res["lab2d"]["faithful"]["final_acc"] = res["lab2c"]["faithful"]["final_acc"]          # level
+    res["lab2d"]["improved"]["final_acc"] = res["lab2c"]["improved"]["final_acc"] + 0.3
+    text = discussion(res, "lab2d")
+    assert "Neither schedule is measurably better" in text and "adapts to the sparsity" not in text
+    assert "The difference with the improved recipe is smaller than two standard errors" in text
+    del res["meta"]["test_images"]      # no test-set size: no noise claims at all
+    text = discussion(res, "lab2d")
+    assert "standard errors" not in text and "adapts to the sparsity gradually" in text
