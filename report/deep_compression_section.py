@@ -237,7 +237,19 @@ def _d_final(res: dict) -> str:
         f"Indices take {share('indices')}% of the file, positions {share('positions')}%, batch norm "
         f"{share('batch norm')}%, codebooks and Huffman tables "
         f"{fmt(100 * (parts.get('codebooks', 0) + parts.get('huffman tables', 0)) / total, 1)}%.", chosen_on,
-        _why_not_smaller(res))
+        _screen_overruled(res), _why_not_smaller(res))
+
+
+def _screen_overruled(res: dict) -> str:
+    """A sentence when the kept candidate is one the K-means screen had skipped."""
+    f = res["final"]
+    kept = [c for c in get(res, "pipeline", "candidates") or []
+            if (c["model"], c["bits"]) == (f["model"], f["bits"]) and c.get("skipped")]
+    if not kept:
+        return ""
+    return (f"The K-means screen had skipped this candidate ({fmt(kept[0].get('kmeans_val_acc'))}% on the "
+            f"validation images before training); the run left over after the first candidate passed "
+            f"trained it, and trained quantization recovered enough to pass, so the screen was too cautious.")
 
 
 def _why_not_smaller(res: dict) -> str:
@@ -250,8 +262,12 @@ def _why_not_smaller(res: dict) -> str:
     tried = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}.get((c["model"], c["bits"]))
     what = f"{c['model']} at {c['bits']} bits would give {fmt(c['ratio_file'], 1)}x"
     if tried is not None:
-        why = (f"after trained quantization it scored {fmt(tried.get('compressed_val_acc'))}% on the validation "
-               f"images, below what the target allows")
+        ref, max_drop = f.get("reference_val_acc"), get(res, "meta", "dc_settings", "max_drop") or 1.0
+        against = (f"more than {fmt(max_drop, 1)} point below the {fmt(ref)}% of the reference" if ref is not None
+                   else "below what the target allows")
+        screened = " (a leftover run, although the K-means screen had skipped it)" if c.get("skipped") else ""
+        why = (f"after trained quantization{screened} it scored {fmt(tried.get('compressed_val_acc'))}% on the "
+               f"validation images, {against} ({fmt(tried.get('compressed_acc'))}% on the test images)")
     elif c.get("skipped"):
         why = (f"K-means alone left it at {fmt(c.get('kmeans_val_acc'))}% on the validation images "
                f"({c['skipped']}), so it was not trained")

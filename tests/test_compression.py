@@ -540,8 +540,8 @@ def test_ladder_stops_on_validation_accuracy_whatever_the_test_images_say(tiny_r
 def test_pipeline_keeps_the_candidate_the_validation_images_pick(tiny_run, monkeypatch):
     tiny_run.results["retrain"] = {"0": {"val_acc": 80.0}}  # target: 79 on the validation images
     tiny_run.dc = replace(tiny_run.dc, max_drop=1.0, recoverable=100.0, max_quant_runs=2)
-    fake = [{"model": name, "bits": bits, "kmeans_acc": 90.0, "kmeans_val_acc": 78.5}
-            for name, bits in (("larger ratio", 3), ("smaller ratio", 5))]
+    fake = [{"model": name, "bits": bits, "kmeans_acc": 90.0, "kmeans_val_acc": 78.5, "ratio_file": ratio}
+            for name, bits, ratio in (("larger ratio", 3, 21.0), ("smaller ratio", 5, 19.0))]
     monkeypatch.setattr(cp, "candidates", lambda run, models: [dict(c) for c in fake])
     monkeypatch.setattr(cp, "trained_quantization", lambda run, cand, teacher: (cand["model"], {}))
     test_acc = {"larger ratio": 95.0, "smaller ratio": 60.0}  # the test images would keep the first
@@ -551,6 +551,30 @@ def test_pipeline_keeps_the_candidate_the_validation_images_pick(tiny_run, monke
     _, attempts, (chosen, net) = cp.pipeline(tiny_run, [], teacher=None)
     assert [a["model"] for a in attempts] == ["larger ratio", "smaller ratio"]
     assert net == "smaller ratio" and chosen["compressed_acc"] == 60.0  # reported, not chosen on
+
+
+def _fake_pipeline(run, monkeypatch, val_acc):
+    """pipeline() over made-up candidates: 'screened out' (21x, K-means 60 %: skipped) and
+    'hopeful' (18x); trained quantization is replaced by the given validation accuracies."""
+    run.results["retrain"] = {"0": {"val_acc": 80.0}}  # target: 79 on the validation images
+    fake = [{"model": "screened out", "bits": 3, "kmeans_acc": 60.0, "kmeans_val_acc": 60.0, "ratio_file": 21.0},
+            {"model": "hopeful", "bits": 4, "kmeans_acc": 90.0, "kmeans_val_acc": 78.5, "ratio_file": 18.0}]
+    monkeypatch.setattr(cp, "candidates", lambda run, models: [dict(c) for c in fake])
+    monkeypatch.setattr(cp, "trained_quantization", lambda run, cand, teacher: (cand["model"], {}))
+    monkeypatch.setattr(run, "evaluate", lambda net: 90.0)
+    monkeypatch.setattr(run, "validate", val_acc.get)
+    _, attempts, (chosen, net) = cp.pipeline(run, [], teacher=None)
+    return [a["model"] for a in attempts], net
+
+
+def test_a_leftover_run_measures_the_screened_out_candidate_and_keeps_it_only_if_it_passes(tiny_run, monkeypatch):
+    tiny_run.dc = replace(tiny_run.dc, max_drop=1.0, recoverable=3.0, max_quant_runs=2)
+    tried, kept = _fake_pipeline(tiny_run, monkeypatch, {"screened out": 70.0, "hopeful": 85.0})
+    assert tried == ["hopeful", "screened out"] and kept == "hopeful"      # measured, failed: not kept
+    tried, kept = _fake_pipeline(tiny_run, monkeypatch, {"screened out": 79.5, "hopeful": 85.0})
+    assert tried == ["hopeful", "screened out"] and kept == "screened out"  # passed: the higher ratio wins
+    tiny_run.dc = replace(tiny_run.dc, max_quant_runs=1)                      # no run left: screen stands
+    assert _fake_pipeline(tiny_run, monkeypatch, {"screened out": 79.5, "hopeful": 85.0}) == (["hopeful"], "hopeful")
 
 
 # ============================================================================ report section
@@ -636,6 +660,14 @@ def test_discussion_follows_the_numbers():
     assert "2.20 points below" in text and "short" in text
 
 
+def test_final_discussion_says_when_the_kept_candidate_had_been_screened_out():
+    r = fake_results()
+    assert "screen" not in sec.discussion(r, "final")
+    r["pipeline"]["candidates"][0].update(kmeans_val_acc=80.5, skipped="K-means validation accuracy ...")
+    assert "The K-means screen had skipped this candidate (80.50% on the validation images" in \
+        sec.discussion(r, "final")
+
+
 def test_final_discussion_says_why_a_smaller_candidate_was_not_kept():
     r = fake_results()
     assert "A smaller file" not in sec.discussion(r, "final")     # the kept file is the smallest
@@ -644,5 +676,10 @@ def test_final_discussion_says_why_a_smaller_candidate_was_not_kept():
                                         "skipped": "K-means validation accuracy more than 3 points below the target"})
     text = sec.discussion(r, "final")
     assert "s=1.25 ladder at 3 bits would give 24.0x" in text and "80.50%" in text and "not trained" in text
-    r["pipeline"]["attempts"].append({**r["pipeline"]["candidates"][-1], "compressed_val_acc": 93.1})
-    assert "after trained quantization it scored 93.10%" in sec.discussion(r, "final")
+    r["pipeline"]["attempts"].append({**r["pipeline"]["candidates"][-1], "compressed_val_acc": 93.1,
+                                      "compressed_acc": 88.8})
+    r["final"]["reference_val_acc"] = 95.0
+    text = sec.discussion(r, "final")
+    assert "after trained quantization (a leftover run, although the K-means screen had skipped it) it scored " \
+           "93.10% on the validation images, more than 1.0 point below the 95.00% of the reference " \
+           "(88.80% on the test images)" in text
