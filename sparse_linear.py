@@ -393,6 +393,7 @@ TAIL: int = 50            # (d), (e): chatter and jitter are judged over the las
 RISE_TOL: float = 1e-12   # an increase of L below this is round-off, not a rise
 LONG_STEPS: int = 2000    # a run continued this far shows what 200 steps did not reach
 LASSO_STEPS: int = 20_000  # proximal GD this long is the Lasso minimizer (see the tests)
+PLATEAU_STEPS: int = 10   # (f): L still falling = more than tenfold over the last 10 steps
 
 
 @functools.lru_cache(maxsize=None)
@@ -566,7 +567,7 @@ def _said_d(m: dict) -> list[str]:
     after = None if m["w1"][i] is None else m["jitter"][i][1] - m["w1"][i]
     near = {0: ", the step at which $W_1$ first reaches 0",
             1: ", one step after $W_1$ first reaches 0"}.get(after, "")
-    ratio = [lam * k for lam, k in zip(lams, m["w1_all"])]
+    ratio = [round(lam * k, 6) for lam, k in zip(lams, m["w1_all"])]  # 0.2 * 398 = 79.6
     long = [f"{lam:g}" for lam, k in zip(lams, m["w1"]) if k is None]
     ratios = [c / (mu * lam) for c, lam in zip(m["chatter"], lams)]
     return [
@@ -584,7 +585,7 @@ def _said_d(m: dict) -> list[str]:
         f"whose final value {trend_in(m['final'], lams, steady)} ({fmt_all(m['final'], '.4f')}).",
         f"$W_1$ first reaches 0 at step {with_lam(m['w1_all'], lams)}"
         + (f" (λ = {', '.join(long)} from a {LONG_STEPS}-step run)" if long else "")
-        + f"; λ × step lies between {min(ratio):.0f} and {max(ratio):.0f}"
+        + f"; λ × step lies between {min(ratio):g} and {max(ratio):g}"
         + (", so the time to remove $W_1$ scales like 1/λ." if max(ratio) < 1.25 * min(ratio)
            else "."),
     ]
@@ -709,6 +710,15 @@ def findings_f(runs: Sequence[Trajectory], ref: Trajectory, lams: Sequence[float
     ], _said_f(runs, ref, lams, l1_final, mu, n))
 
 
+def still_falling(run: Trajectory, last: int = PLATEAU_STEPS) -> bool:
+    """True if L fell more than tenfold over the last ``last`` steps. A run whose L has
+    levelled off at round-off only wobbles there, so it stays within a factor 10."""
+    if isinstance(last, bool) or not isinstance(last, (int, np.integer)) \
+            or not 1 <= last < run.losses.size:
+        raise ValueError(f"last must be an integer in 1..{run.losses.size - 1}, got {last!r}")
+    return bool(run.losses[-1] < run.losses[-1 - last] / 10)
+
+
 def _per_step(losses: np.ndarray, a: int, b: int) -> float:
     """Average factor by which L shrinks per step from step a to step b."""
     return float((losses[b] / losses[a]) ** (1 / (b - a)))
@@ -732,6 +742,18 @@ def _said_f(runs: Sequence[Trajectory], ref: Trajectory, lams: Sequence[float],
            f"{fmt_loss(max(r.final_loss for r in runs))}"
            if all(np.allclose(r.final_weights, best, atol=1e-8) for r in runs) else
            "Not every trimmed run ends at the best 2-sparse fit of (c)")
+    steps = runs[0].losses.size - 1
+    moving = [still_falling(r) for r in runs]
+    flat = [f"{lam:g}" for lam, f in zip(lams, moving) if not f]
+    fall = [(f"{lam:g}", _per_step(r.losses, steps - PLATEAU_STEPS, steps))
+            for lam, r, f in zip(lams, runs, moving) if f]
+    noise = all(r.final_loss < 1e-20 for r, f in zip(runs, moving) if not f)
+    level = [f"for λ = {', '.join(flat)} it has levelled off{' at round-off' * noise} (it "
+             f"changes by less than a factor 10 over the last {PLATEAU_STEPS} steps)"] \
+        if flat else []
+    level += [f"for λ = {', '.join(lam for lam, _ in fall)} it is still falling, by a factor "
+              f"{fmt_all([q for _, q in fall], '.2f')} per step over the last {PLATEAU_STEPS} "
+              f"steps"] if fall else []
     return [
         f"Projected GD's L {falls} of the first {n} steps. On {fmt_support(sup[1])} it falls "
         f"from {ref.losses[0]:.0f} to {ref.losses[switch - 1]:.2f} over the first {switch - 1} "
@@ -753,6 +775,8 @@ def _said_f(runs: Sequence[Trajectory], ref: Trajectory, lams: Sequence[float],
         end + (f"; ℓ1 by proximal GD with the shared thresholds μλ = "
                f"{fmt_all([t for t, _ in shared], 'g')} ends at L = "
                f"{fmt_all([v for _, v in shared], '.4f')}." if shared else "."),
+        f"At step {steps} L is {with_lam([f'{r.final_loss:.1e}' for r in runs], lams)}; "
+        + "; ".join(level) + ".",
     ]
 
 

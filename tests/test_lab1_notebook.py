@@ -145,7 +145,10 @@ def check_d(text: str) -> None:
     assert f"({joined(final, '.4f')})" in bullet(text, "final value grows with λ")
     w1 = [first_nonpositive_w1(ws) for ws in runs]
     w1[0] = first_nonpositive_w1(descend(lambda v: v, 0.2, steps=2000)[0])
-    assert f"step {joined(w1, 'd')} for λ" in bullet(text, "first reaches 0 at step")
+    s = bullet(text, "first reaches 0 at step")
+    assert f"step {joined(w1, 'd')} for λ" in s
+    times = [lam * k for lam, k in zip(LAMBDAS, w1)]           # 0.2 * 398 = 79.6 exactly
+    assert f"λ × step lies between {min(times):.4g} and {max(times):.4g}" in s
     assert "No run has an exact zero" in text
 
 
@@ -183,6 +186,21 @@ def check_f(text: str) -> None:
     assert f"from step 1 to step {joined(lead, 'd')} for λ = 1, 2, 5, 10" in text
     w1 = [first_nonpositive_w1(ws) for ws in runs]
     assert f"$W_1$ first reaches 0 at step {joined(w1, 'd')} for λ = 1, 2, 5, 10" in text
+    # where each run's L stands at step 200: levelled off at round-off (within a factor 10
+    # over the last 10 steps, and at the size of |y| * eps squared) or still falling
+    L = [losses(ws) for ws in runs]
+    s = bullet(text, "At step 200 L is")
+    assert f"L is {joined([l[-1] for l in L], '.1e')} for λ = 1, 2, 5, 10" in s
+    flat = [lam for lam, l in zip(LAMBDAS_T, L) if l[-1] >= l[-11] / 10]
+    falling = [lam for lam, l in zip(LAMBDAS_T, L) if l[-1] < l[-11] / 10]
+    eps = np.finfo(float).eps
+    assert all(l[-1] < len(Y) * (np.abs(Y).max() * eps) ** 2 * 10
+               for lam, l in zip(LAMBDAS_T, L) if lam in flat)
+    assert flat and falling  # both clauses are checked below
+    assert f"for λ = {joined(flat, 'g')} it has levelled off at round-off" in s
+    rates = [(l[-1] / l[-11]) ** 0.1 for lam, l in zip(LAMBDAS_T, L) if lam in falling]
+    assert (f"for λ = {joined(falling, 'g')} it is still falling, by a factor "
+            f"{joined(rates, '.2f')} per step") in s
 
 
 CHECKS = {"c": check_c, "d": check_d, "e": check_e, "f": check_f}
@@ -208,6 +226,8 @@ def test_committed_summary_claims_match_recomputation() -> None:
     ("largest at λ = 0.5", "largest at λ = 2"),                         # (d)
     ("non-zero again after step 8", "non-zero again after step 9"),     # (e)
     ("The weight chatter grows with λ", "The weight chatter does not grow steadily with λ"),
+    ("lies between 79.6 and 88", "lies between 80 and 88"),           # (d)
+    ("for λ = 2, 5, 10 it has levelled off", "for λ = 1, 2, 5, 10 it has levelled off"),  # (f)
 ])
 def test_check_summary_catches_a_wrong_claim(old: str, new: str) -> None:
     good = SUMMARY.read_text(encoding="utf-8")

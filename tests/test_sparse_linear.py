@@ -306,6 +306,17 @@ def test_largest_jump_loss_rises_and_leading_steps_by_hand() -> None:
     assert sl.leading_steps_below(ref, hand_run([[0]] * 6, [9] * 6), 5) == 5
 
 
+def test_still_falling_by_hand() -> None:
+    run = hand_run([[0]] * 4, [1.0, 1e-2, 1e-4, 1e-6])
+    assert sl.still_falling(run, 1) and sl.still_falling(run, 3)
+    flat = hand_run([[0]] * 4, [1.0, 1.3e-30, 1.1e-30, 1.3e-30])    # wobbling at round-off
+    assert not sl.still_falling(flat, 1) and not sl.still_falling(flat, 2)
+    assert sl.still_falling(flat, 3)                                 # 1 -> 1.3e-30
+    for bad in (0, 4, 1.5, True):
+        with pytest.raises(ValueError):
+            sl.still_falling(run, bad)
+
+
 def test_support_fits_match_brute_force() -> None:
     fits = sl.support_fits(2)
     assert len(fits) == 10
