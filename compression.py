@@ -235,7 +235,7 @@ class SharedWeight(nn.Module):
         super().__init__()
         self.register_buffer("index", index.to(torch.int16))
         self.clusters = clusters
-        self.bits = bits  # nominal bits per index (what the seed's formula counts)
+        self.bits = bits  # nominal bits per index (what the index-only formula counts)
 
     def forward(self, codebook):
         # take: a gather that keeps the index's shape, ~10x faster than advanced indexing
@@ -942,8 +942,11 @@ class DeepCompressionRun(ex.Experiment):
 
     def split_validation(self):
         """`train_data`: what every DC stage trains on; `val_data`: the held-out training
-        images the decisions use; `data` keeps the test images, for the reported numbers."""
-        self.train_data, self.val_data = self.data.split_validation(self.dc.val_images)
+        images the decisions use; `data` keeps the test images, for the reported numbers.
+        The label says what these images are held out of: every DC retraining, not the
+        pretrained model all DC stages start from (it trained on all training images)."""
+        self.train_data, val = self.data.split_validation(self.dc.val_images)
+        self.val_data = replace(val, eval_label=dc_validation_label(self.data, self.dc.val_images))
 
     def data_identity(self):
         return {**super().data_identity(), "validation_images": self.dc.val_images}
@@ -977,6 +980,16 @@ class DeepCompressionRun(ex.Experiment):
         reference, the dense model retrained as the pruned ones were (s = 0 prunes nothing).
         The dense model itself is no reference on these images: it trained on them."""
         return self.results["retrain"]["0"]["val_acc"] - self.dc.max_drop
+
+
+def dc_validation_label(data, n_val):
+    """Names Deep Compression's validation images: the last `n_val` training images, held
+    out of every DC retraining but seen by the pretrained model the DC runs start from
+    (cifar's own validation label, used by tuning.py, says "held out of training": there
+    the model really never saw them)."""
+    n = len(data.y_train)
+    return (f"{data.name} train[{n - n_val}:{n}] (validation: held out of every Deep Compression "
+            f"retraining; the pretrained start model saw them)")
 
 
 def s_tag(s):

@@ -33,13 +33,16 @@ SUBSECTIONS = {
     "huffman": (
         "Huffman coding",
         "Canonical Huffman codes of each layer's cluster indices at 5 bits and of the gaps between "
-        "its non-zero positions (relative indexing, filler symbols for long gaps).",
+        "its non-zero positions (relative indexing, filler symbols for long gaps). The Deep Compression "
+        "assignment's compression-rate formula, called the index-only formula below, counts only the "
+        "Huffman-coded cluster indices of the non-zero weights: it ignores their positions, the "
+        "codebooks and batch norm.",
         ["huffman"], [("dc_huffman.png", "bits per non-zero weight, per layer")]),
     "final": (
         "The whole pipeline, to a file",
         "Pruning steps beyond s = 1 (s x the dense std, each retrained), K-means at several bits, "
         "trained quantization of the centroids, float16 batch norm, Huffman coding, written to one "
-        "file and read back into a plain ResNet-20; the seed's formula ratio beside the real file's. "
+        "file and read back into a plain ResNet-20; the index-only formula's ratio beside the real file's. "
         "How far to prune and which candidate to keep is decided on training images held out of every "
         "retraining (validation), against the dense model retrained the same way (s = 0); the test "
         "images only measure the result.",
@@ -133,8 +136,42 @@ def _pipeline(res: dict) -> str:
                      _ratio(c["ratio_formula"]), _ratio(c["ratio_file"]), _kib(c["file_bytes"])])
     header = ["pruned model", "zeros (%)", "bits", acc_col(res, "float"), acc_col(res, "K-means"),
               acc_col(res, "trained"), "K-means, validation (%)", "trained, validation (%)",
-              "ratio (seed's formula)", "ratio (file)", "file (KiB)"]
-    return f"{caption(res, title)}\n\n{md_table(header, rows)}\n"
+              "ratio (index-only formula)", "ratio (file)", "file (KiB)"]
+    note = _untrained_note(res, {cell for row in rows for cell in row})
+    return f"{caption(res, title)}\n\n{md_table(header, rows)}\n" + (f"\n{note}\n" if note else "")
+
+
+def _points(x, digits=None) -> str:
+    """'1.0 point', '3 points': a settings value in points (`digits` decimals, else as set)."""
+    return f"{fmt(x, digits) if digits is not None else f'{x:g}'} point{'' if x == 1 else 's'}"
+
+
+def _max_drop(res: dict) -> float:
+    """The accuracy a compressed model may lose, in points (the settings' max_drop)."""
+    return get(res, "meta", "dc_settings", "max_drop") or 1.0
+
+
+def _recoverable(res: dict, target=None) -> str:
+    """'more than 3 points below the target' (the screen's threshold, from the settings;
+    with the validation target's value when given)."""
+    r = get(res, "meta", "dc_settings", "recoverable")
+    where = "the target" if target is None else f"the validation target ({fmt(target)}%)"
+    return f"more than {_points(r)} below {where}" if r is not None else f"far below {where}"
+
+
+def _untrained_note(res: dict, cells: set) -> str:
+    """What "skipped" and "not trained" in the candidates table mean (only those that occur)."""
+    runs = get(res, "meta", "dc_settings", "max_quant_runs")
+    budget = f" ({runs} run{'' if runs == 1 else 's'})" if runs is not None else ""
+    notes = []
+    if "skipped" in cells:
+        notes.append(f"*skipped*: screened out and not trained, because its K-means accuracy on the validation "
+                     f"images was {_recoverable(res)} (the target: at most {_points(_max_drop(res), 1)} below "
+                     f"the dense model retrained the same way, s = 0)")
+    if "not trained" in cells:
+        notes.append(f"*not trained*: passed that screen, but the budget of trained quantizations{budget} "
+                     f"was used up before its turn")
+    return "; ".join(notes) + "." if notes else ""
 
 
 def _final(res: dict) -> str:
@@ -144,7 +181,7 @@ def _final(res: dict) -> str:
     rows = [["dense float32 (state dict)", fmt(f["dense_acc"]), str(f["dense_bytes"]), "1.0x", "1.0x"],
             [f"file {Path(f['file']).name}: {f['model']}, {f['bits']} bits, {fmt(f['zeros_pct'], 1)} % zeros",
              fmt(f["final_acc"]), str(f["file_bytes"]), _ratio(f["ratio_formula"]), _ratio(f["ratio_file"])]]
-    header = ["model", acc_col(res), "bytes", "ratio (seed's formula)", "ratio (file)"]
+    header = ["model", acc_col(res), "bytes", "ratio (index-only formula)", "ratio (file)"]
     return f"{caption(res, title)}\n\n{md_table(header, rows)}\n"
 
 
@@ -217,22 +254,22 @@ def _d_huffman(res: dict) -> str:
         f"Per layer it ranges from {fmt(lay[lo]['index_bits'])} ({short(lo)}) to {fmt(lay[hi]['index_bits'])} bits "
         f"({short(hi)}).",
         f"Where the non-zero weights are costs another {fmt(h['gap_bits'])} bits each (Huffman-coded gaps), "
-        f"which the seed's formula leaves out.")
+        f"which the index-only formula leaves out.")
 
 
 def _d_final(res: dict) -> str:
     f = res["final"]
     parts, total = f["bytes"], f["file_bytes"]
     share = lambda name: fmt(100 * parts.get(name, 0) / total, 1)
-    max_drop = get(res, "meta", "dc_settings", "max_drop") or 1.0
-    verdict = ("within" if f["target_met"] else "short of") + f" the {fmt(max_drop, 1)}-point target"
+    verdict = (("within" if f["target_met"] else "short of")
+               + f" the target of at most {_points(_max_drop(res), 1)} below the dense model")
     chosen_on = (f"It was chosen on {res['meta']['validation_label']}: {fmt(f.get('val_acc'))}% there against "
                  f"{fmt(f.get('reference_val_acc'))}% for the dense model retrained the same way."
                  if get(res, "meta", "validation_label") and f.get("val_acc") is not None else "")
     return join(
         f"The file ({total} bytes: {f['model']}, {f['bits']} bits, {fmt(f['zeros_pct'], 1)}% zeros) decodes to "
         f"{fmt(f['final_acc'])}%, {versus(f['final_acc'], f['dense_acc'], 'the dense model')}, {verdict}.",
-        f"It is {fmt(f['ratio_file'], 1)}x smaller than the float32 state dict; the seed's formula says "
+        f"It is {fmt(f['ratio_file'], 1)}x smaller than the float32 state dict; the index-only formula says "
         f"{fmt(f['ratio_formula'], 1)}x because it counts only the Huffman-coded indices.",
         f"Indices take {share('indices')}% of the file, positions {share('positions')}%, batch norm "
         f"{share('batch norm')}%, codebooks and Huffman tables "
@@ -241,15 +278,33 @@ def _d_final(res: dict) -> str:
 
 
 def _screen_overruled(res: dict) -> str:
-    """A sentence when the kept candidate is one the K-means screen had skipped."""
+    """Sentences when the kept candidate is one the K-means screen had skipped: a run left
+    over after another candidate passed trained it, and it passed too."""
     f = res["final"]
     kept = [c for c in get(res, "pipeline", "candidates") or []
             if (c["model"], c["bits"]) == (f["model"], f["bits"]) and c.get("skipped")]
     if not kept:
         return ""
-    return (f"The K-means screen had skipped this candidate ({fmt(kept[0].get('kmeans_val_acc'))}% on the "
-            f"validation images before training); the run left over after the first candidate passed "
-            f"trained it, and trained quantization recovered enough to pass, so the screen was too cautious.")
+    attempts = get(res, "pipeline", "attempts") or []
+    keys = [(a["model"], a["bits"]) for a in attempts]
+    before = attempts[:keys.index((f["model"], f["bits"]))] if (f["model"], f["bits"]) in keys else attempts
+    ref, max_drop = f.get("reference_val_acc"), _max_drop(res)
+    passed = [a for a in before if not a.get("skipped") and a.get("compressed_val_acc") is not None
+              and (ref is None or a["compressed_val_acc"] >= ref - max_drop)]
+    first = (f"the {passed[-1]['bits']}-bit candidate" if passed and passed[-1]["model"] == f["model"]
+             else f"the {passed[-1]['model']} {passed[-1]['bits']}-bit candidate" if passed
+             else "another candidate")
+    runs = get(res, "meta", "dc_settings", "max_quant_runs")
+    left = ({1: "one", 2: "two", 3: "three"}.get(runs - len(before), str(runs - len(before)))
+            if runs is not None and runs > len(before) else "one")
+    val = f.get("val_acc")
+    reached = f"reached {fmt(val)}% on the validation images" if val is not None else "recovered enough"
+    return join(
+        f"K-means alone left this candidate at {fmt(kept[0].get('kmeans_val_acc'))}% on the validation images, "
+        f"{_recoverable(res, None if ref is None else ref - max_drop)}, so the screen skipped it at first.",
+        f"The budget had {left} trained-quantization run{'' if left == 'one' else 's'} left after {first} "
+        f"passed; trained on {'it' if left == 'one' else 'one of them'}, the {f['bits']}-bit candidate "
+        f"{reached} and passed, so the screen was too cautious.")
 
 
 def _why_not_smaller(res: dict) -> str:
@@ -262,8 +317,8 @@ def _why_not_smaller(res: dict) -> str:
     tried = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}.get((c["model"], c["bits"]))
     what = f"{c['model']} at {c['bits']} bits would give {fmt(c['ratio_file'], 1)}x"
     if tried is not None:
-        ref, max_drop = f.get("reference_val_acc"), get(res, "meta", "dc_settings", "max_drop") or 1.0
-        against = (f"more than {fmt(max_drop, 1)} point below the {fmt(ref)}% of the reference" if ref is not None
+        ref = f.get("reference_val_acc")
+        against = (f"more than {_points(_max_drop(res), 1)} below the {fmt(ref)}% of the reference" if ref is not None
                    else "below what the target allows")
         screened = " (a leftover run, although the K-means screen had skipped it)" if c.get("skipped") else ""
         why = (f"after trained quantization{screened} it scored {fmt(tried.get('compressed_val_acc'))}% on the "

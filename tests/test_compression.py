@@ -529,6 +529,16 @@ def test_pipeline_trains_on_the_images_the_validation_split_leaves(tiny_run, mon
     assert torch.equal(tiny_run.val_data.x_test, tiny_run.data.x_train[24:])  # held out, not trained on
 
 
+def test_dc_validation_label_says_the_pretrained_start_model_saw_those_images(tiny_run):
+    label = tiny_run.val_data.test_label
+    assert label.startswith("synthetic train[24:32] (validation")          # the same 8 images
+    assert "every Deep Compression retraining" in label and "pretrained" in label
+    assert "held out of training" not in label
+    # the split itself (tuning.py, hw4) keeps its own label: there the model never saw them
+    assert tiny_run.data.split_validation(8)[1].test_label.endswith("(validation, held out of training)")
+    assert torch.equal(tiny_run.val_data.x_test, tiny_run.data.split_validation(8)[1].x_test)
+
+
 def test_ladder_stops_on_validation_accuracy_whatever_the_test_images_say(tiny_run):
     tiny_run.dc = replace(tiny_run.dc, max_drop=1.0)
     tiny_run.results.update(retrain={"0": {"val_acc": 50.0}}, dense={"acc": 10.0})
@@ -660,12 +670,82 @@ def test_discussion_follows_the_numbers():
     assert "2.20 points below" in text and "short" in text
 
 
-def test_final_discussion_says_when_the_kept_candidate_had_been_screened_out():
+def screened_out_but_kept(recoverable=3.0, max_quant_runs=2):
+    """fake_results where the 4-bit candidate passed first and the leftover run trained the
+    3-bit one the K-means screen had skipped, which passed too and was kept."""
     r = fake_results()
-    assert "screen" not in sec.discussion(r, "final")
-    r["pipeline"]["candidates"][0].update(kmeans_val_acc=80.5, skipped="K-means validation accuracy ...")
-    assert "The K-means screen had skipped this candidate (80.50% on the validation images" in \
-        sec.discussion(r, "final")
+    settings = r["meta"]["dc_settings"]
+    settings.update({k: v for k, v in (("recoverable", recoverable), ("max_quant_runs", max_quant_runs))
+                     if v is not None})
+    four = {**r["pipeline"]["candidates"][0], "kmeans_val_acc": 94.9}
+    three = {**four, "bits": 3, "kmeans_val_acc": 80.5, "ratio_file": 23.0, "ratio_formula": 55.0,
+             "skipped": "K-means validation accuracy more than 3 points below the target"}
+    r["pipeline"]["candidates"] = [three, four]
+    r["pipeline"]["attempts"] = [{**four, "compressed_acc": 90.4, "compressed_val_acc": 95.1},
+                                 {**three, "compressed_acc": 90.1, "compressed_val_acc": 94.7}]
+    r["final"].update(bits=3, ratio_file=23.0, ratio_formula=55.0, val_acc=94.7, reference_val_acc=95.2,
+                      final_acc=90.1)
+    return r
+
+
+def test_final_discussion_says_when_the_kept_candidate_had_been_screened_out():
+    assert "screen" not in sec.discussion(fake_results(), "final")
+    text = sec.discussion(screened_out_but_kept(), "final")
+    # the target on the validation images: 1.0 point below the reference's 95.2
+    assert ("K-means alone left this candidate at 80.50% on the validation images, more than 3 points below "
+            "the validation target (94.20%), so the screen skipped it at first.") in text
+    assert ("The budget had one trained-quantization run left after the 4-bit candidate passed; trained on it, "
+            "the 3-bit candidate reached 94.70% on the validation images and passed, so the screen was too "
+            "cautious.") in text
+    assert "the run left over" not in text
+    # the threshold and the budget come from the settings; without them, no made-up numbers
+    text = sec.discussion(screened_out_but_kept(recoverable=5.0, max_quant_runs=3), "final")
+    assert "more than 5 points below" in text and "two trained-quantization runs left" in text \
+        and "trained on one of them" in text
+    text = sec.discussion(screened_out_but_kept(recoverable=None, max_quant_runs=None), "final")
+    assert "80.50% on the validation images, far below the validation target" in text
+
+
+def test_final_discussion_states_the_target_in_full():
+    r = fake_results()
+    assert "within the target of at most 1.0 point below the dense model" in sec.discussion(r, "final")
+    r["meta"]["dc_settings"]["max_drop"] = 2.0
+    r["final"].update(final_acc=88.0, target_met=False)
+    assert "short of the target of at most 2.0 points below the dense model" in sec.discussion(r, "final")
+    assert "-point target" not in sec.discussion(r, "final")
+
+
+def test_candidates_table_defines_skipped_and_not_trained_only_when_they_occur():
+    table = sec.table(fake_results(), "pipeline")      # one trained, one not trained, none skipped
+    assert "*not trained*: passed that screen, but the budget of trained quantizations" in table
+    assert "*skipped*" not in table
+    r = screened_out_but_kept()
+    r["pipeline"]["candidates"].append({**r["pipeline"]["candidates"][1], "bits": 5, "ratio_file": 19.0})
+    table = sec.table(r, "pipeline")
+    assert "| skipped |" not in table                  # the skipped candidate was trained after all
+    r["pipeline"]["attempts"].pop()
+    table = sec.table(r, "pipeline")
+    assert "| skipped |" in table and "| not trained |" in table
+    assert "*skipped*: screened out and not trained, because its K-means accuracy on the validation images " \
+           "was more than 3 points below the target" in table
+    assert "budget of trained quantizations (2 runs) was used up" in table
+    r["pipeline"]["candidates"].pop()                  # every untrained candidate now skipped
+    table = sec.table(r, "pipeline")
+    assert "*skipped*" in table and "*not trained*" not in table
+    r["pipeline"]["attempts"] = r["pipeline"]["candidates"] = [
+        {**c, "compressed_acc": 90.0, "compressed_val_acc": 95.0} for c in r["pipeline"]["candidates"]]
+    table = sec.table(r, "pipeline")
+    assert "*skipped*" not in table and "*not trained*" not in table   # every candidate trained: no note
+
+
+def test_the_section_names_the_assignments_formula_plainly(tmp_path):
+    text = sec.section(write_results(tmp_path, screened_out_but_kept()))
+    assert "seed" not in text.lower()
+    assert "ratio (index-only formula)" in text
+    definition = "The Deep Compression assignment's compression-rate formula"
+    assert text.count(definition) == 1                 # explained once, before its first use
+    assert text.index(definition) < text.index("index-only formula") < text.index("ratio (index-only formula)")
+    assert "counts only the Huffman-coded cluster indices" in text
 
 
 def test_final_discussion_says_why_a_smaller_candidate_was_not_kept():
