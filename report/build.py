@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from report.discussion import discussion
+from report.discussion import discussion, evidence as hw4_evidence
 from report.deep_compression_section import section as deep_compression_section
 from report import extensions_section as extensions
 from report.pdf import markdown_to_html, render_pdf
@@ -172,6 +172,18 @@ def banner(results: dict) -> str:
     return f"\n\n**{QUICK_BANNER}**" if is_quick(results) else ""
 
 
+def _training_hours(results: dict) -> str:
+    """Wall time the stage records add up to: what the results cost to train, also when this
+    execution only reloaded them (then it is short and says nothing about training)."""
+    def walk(node):
+        if not isinstance(node, dict):
+            return 0.0
+        own = node.get("wall_s", 0.0) if "epochs" in node else 0.0
+        return own + sum(walk(v) for k, v in node.items() if k != "meta")
+    seconds = walk(results)
+    return f"{seconds / 3600:.2f} h (the stage records' wall time)" if seconds else NOT_RUN
+
+
 def title_section(results: dict, root: Path) -> str:
     """Title and run information."""
     m = results.get("meta", {})
@@ -185,8 +197,9 @@ def title_section(results: dict, root: Path) -> str:
         ["torch", str(m.get("torch", NOT_RUN))],
         ["pretrained checkpoint", f"{get(m, 'pretrained', 'path') or NOT_RUN} "
                                   f"(sha256 {str(get(m, 'pretrained', 'sha256') or '?')[:16]})"],
-        ["run", (f"{m['started']} to {m.get('finished', '?')}" if m.get("started")
-                 else NOT_RUN) + (f" ({wall / 3600:.2f} h)" if wall else "")],
+        ["this execution", (f"{m['started']} to {m.get('finished', '?')}" if m.get("started")
+                            else NOT_RUN) + (f" ({wall / 3600:.2f} h)" if wall else "")],
+        ["training time of its stages", _training_hours(results)],
         ["report generated", _dt.datetime.now().isoformat(timespec="seconds")],
         ["git commit", git_commit(root)],
     ]
@@ -195,13 +208,21 @@ def title_section(results: dict, root: Path) -> str:
             f"{info}\n")
 
 
+def _evidence(results: dict, measured: dict, problem: str) -> str:
+    """hw4's and the extensions' measurements that answer ``problem`` cites, one paragraph each."""
+    cited = [hw4_evidence(results, problem)]
+    if problem in extensions.EVIDENCE:
+        cited.append(extensions.evidence(measured, problem))
+    return "\n\n".join(c for c in cited if c)
+
+
 def tf_section(results: dict, rdir: Path) -> str:
     """Section 1: our True/False answers (report/answers.md without its own title); a line
     ``<!-- measured: 1.2 -->`` becomes the measurements of section 6 that the answer cites."""
     body = ANSWERS.read_text() if ANSWERS.exists() else f"True/False answers: {NOT_RUN}."
     body = re.sub(r"\A#\s.*\n", "", body.lstrip())
     measured = extensions.load(rdir)
-    body = MEASURED.sub(lambda m: extensions.evidence(measured, m.group(1)), body)
+    body = MEASURED.sub(lambda m: _evidence(results, measured, m.group(1)), body)
     return f"# 1 True/False questions{banner(results)}\n\n{body.strip()}\n"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from report.discussion import above_below, join, noise_clause, noise_note, versus
+from report.discussion import NEAR_CHANCE, above_below, join, noise_clause, noise_note, versus
 from report.notebook_section import NotebookSection, not_run_table
 from report.tables import NOT_RUN, acc_col, caption, fmt, get, md_table
 
@@ -231,7 +231,8 @@ def _extremes(scan: dict, col: int):
     return (lo, accs[lo]), (hi, accs[hi]), accs
 
 
-def _sensitivity(scan: dict, col: int, setting: str, mid: int, mid_setting: str) -> str:
+def _sensitivity(scan: dict, col: int, setting: str, mid: int, mid_setting: str,
+                 single: str = "a single rate") -> str:
     (worst, a_w), (best, a_b), _ = _extremes(scan, col)
     dense = scan["dense_acc"]
     within = sum(abs(dense - r["acc"][mid]) <= 1 for r in scan["layers"].values())
@@ -242,8 +243,8 @@ def _sensitivity(scan: dict, col: int, setting: str, mid: int, mid_setting: str)
                 f"At {mid_setting}, {within} of {len(scan['layers'])} layers stay within 1 point of "
                 f"{fmt(dense)}%.",
                 f"Layers differ by {fmt(spread)} points at {setting.split(' to ')[-1]}: "
-                + ("a single rate for every layer wastes accuracy on the sensitive ones." if spread > 5
-                   else "here a single rate for every layer loses little."))
+                + (f"{single} for every layer wastes accuracy on the sensitive ones." if spread > 5
+                   else f"here {single} for every layer loses little."))
 
 
 def _d_prune_sensitivity(res: dict) -> str:
@@ -259,7 +260,8 @@ def _d_quant_sensitivity(res: dict) -> str:
     bits = scan["bits"]
     low = bits.index(min(bits))
     mid = min(range(len(bits)), key=lambda i: abs(bits[i] - 3))
-    return _sensitivity(scan, low, f"quantized to {bits[low]} bits", mid, f"{bits[mid]} bits")
+    return _sensitivity(scan, low, f"quantized to {bits[low]} bits", mid, f"{bits[mid]} bits",
+                        single="a single bit width")
 
 
 def _d_coarse_fine(res: dict) -> str:
@@ -320,14 +322,22 @@ def _d_quantizers(res: dict) -> str:
     plateau = (f"Power-of-two levels gain {fmt(pow2[top] - pow2[at])} points from {bits[at]} to {bits[top]} "
                f"bits: more exponents only add tiny levels, neighbouring levels stay a factor of two apart."
                if top != at and abs(pow2[top] - pow2[at]) < 1 else "")
+    close = [n for n, r in fams.items() if dense - r["acc"][top] <= 1]
+    far = [n for n in fams if n not in close]
+    at_top = (f"At {bits[top]} bits every family is within {fmt(max(worst, 0))} points of the float model ({fmt(dense)}%)"
+              + (f"; all but {' and '.join(far)} are within 1 point." if far and close else "."))
+    lowest = max(r["acc"][low] for r in fams.values())
+    at_low = (f"At {bits[low]} bits every family is near chance (10% for ten classes; the best reaches "
+              f"{fmt(lowest)}%)." if lowest < NEAR_CHANCE
+              else f"At {bits[low]} bits the best family is {best_low} ({fmt(fams[best_low]['acc'][low])}%).")
     return join(
-        f"At {bits[top]} bits every family is within {fmt(max(worst, 0))} points of the float model ({fmt(dense)}%).",
+        at_top,
         f"At {bits[at]} bits per-channel scales give {fmt(acc['per-channel asymmetric'])}%, "
         f"{versus(acc['per-channel asymmetric'], acc['per-tensor asymmetric'], 'per-tensor scales')} "
         f"(asymmetric, the homework's grid); symmetric grids give {fmt(acc['per-tensor symmetric'])}/"
         f"{fmt(acc['per-channel symmetric'])}% and power-of-two levels {fmt(acc['per-tensor power-of-two'])}/"
         f"{fmt(acc['per-channel power-of-two'])}% (per tensor/per channel).",
-        f"At {bits[low]} bits the best family is {best_low} ({fmt(fams[best_low]['acc'][low])}%).", plateau)
+        at_low, plateau)
 
 
 def _noise(a, b, res: dict) -> str:
@@ -388,6 +398,16 @@ def _d_nm(res: dict) -> str:
         "(CPU only).", _noise_note(res, [after]))
 
 
+def _speedup_words(speed) -> str:
+    """'4.1x faster' / '1.3x slower' / 'the same speed' for a time ratio old/new."""
+    if speed is None:
+        return NOT_RUN
+    word = above_below(speed - 1, "faster", "slower", "the same speed")
+    if word == "the same speed":
+        return word
+    return f"{fmt(max(speed, 1 / speed), 1)}x {word}"
+
+
 def _d_int8(res: dict) -> str:
     q = res["int8"]
     f, i = q.get("float32", {}), q.get("int8", {})
@@ -395,10 +415,10 @@ def _d_int8(res: dict) -> str:
     return join(
         f"torch.ao's int8 model (x86 backend, calibrated on {q.get('calib_images')} training images) "
         f"takes {fmt(i.get('kib'), 1)} KiB on disk against {fmt(f.get('kib'), 1)} KiB in float32 "
-        f"({fmt(_ratio(f.get('kib'), i.get('kib')), 1)}x smaller).",
+        f"({fmt(_ratio(f.get('kib'), i.get('kib')), 1)}x smaller; both are torch.save files of the "
+        "state dict, container and quantization parameters included).",
         f"It ran a batch of {i.get('batch')} in {fmt(i.get('median_ms'), 1)} ms against "
-        f"{fmt(f.get('median_ms'), 1)} ms ({fmt(speed, 1)}x, "
-        f"{above_below((speed or 1) - 1, 'faster', 'slower', 'the same speed')}) and reached "
+        f"{fmt(f.get('median_ms'), 1)} ms ({_speedup_words(speed)}) and reached "
         f"{fmt(i.get('acc'))}%, {versus(i.get('acc'), f.get('acc'), 'float32')} ({fmt(f.get('acc'))}%).")
 
 

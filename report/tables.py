@@ -179,8 +179,7 @@ def _lab3c(res: dict) -> str:
 
 def _lab3d(res: dict) -> str:
     sources = [get(res, "lab3d", "sources", r) for r in RECIPES]
-    rows = [["start model", " / ".join(source_label(src) for src in sources)] + [""] * 5,
-            ["start (pruned, fp)", " / ".join(fmt(get(src, "acc")) for src in sources)] + [""] * 5]
+    rows = [["start (pruned, fp)", " / ".join(fmt(get(src, "acc")) for src in sources)] + [""] * 5]
     for b in QAT_BITS:
         runs = [get(res, "lab3d", b, r) for r in RECIPES]
         before = " / ".join(fmt(get(res, "lab3d", b, "before", r)) for r in RECIPES)
@@ -190,8 +189,9 @@ def _lab3d(res: dict) -> str:
     header = (["Nbits", acc_col(res, "before finetune, faithful / improved")]
               + [acc_col(res, f"{r} {k}") for r in RECIPES for k in ("best", "final")]
               + ["zeros (%) faithful / improved"])
+    starts = "; ".join(f"{r}: {source_label(src)}" for r, src in zip(RECIPES, sources))
     return with_caption(res, "Lab 3 (d) quantizing the pruned model (zero-preserving); each recipe "
-                        "starts from its own best Lab 2 model", md_table(header, rows))
+                        f"starts from its own best Lab 2 model ({starts})", md_table(header, rows))
 
 
 def source_label(src) -> str:
@@ -275,9 +275,10 @@ def _unstable_note(checks) -> str:
     bits = _check_bits(first.get("check", ""))
     model = f"our {bits}-bit pretrained model" if bits else "our quantized pretrained model"
     items = "; ".join(f"{k} ({fmt(c.get('before'))} → {fmt(c.get('after_one_epoch'))} %)" for k, c in failed.items())
-    return (f" Excluded before that ranking: {items}. One epoch at the candidate's peak lr lowered "
-            f"{model}'s accuracy on {images.split(' (')[0]} (images it trained on; the check "
-            f"compares the model only with itself before and after).")
+    return (f" The choice ranks only the candidates that passed a stability check first; excluded: "
+            f"{items}, whatever its score above. One epoch at the candidate's peak lr lowered "
+            f"{model}'s accuracy on {images.split(' (')[0]} (images that model trained on, unlike "
+            f"the tuning base; the check compares the model only with itself before and after).")
 
 
 def _check_bits(check: str) -> str:

@@ -175,8 +175,11 @@ def test_pdf_has_every_heading_and_caption(full):
     # hw4 is complete in this fixture; only the extensions section (6) has no results here
     hw4_part, extensions = md.split("\n# 6 ", 1)
     cited = [line for line in hw4_part.splitlines() if line.startswith("*Measured on our ResNet-20")]
-    assert len(cited) == 2 and all(NOT_RUN in line for line in cited)  # T/F 1.2, 1.10 cite section 6
-    assert NOT_RUN not in "\n".join(line for line in hw4_part.splitlines() if line not in cited)
+    from_ext = [line for line in cited if "(section 6," in line]
+    from_hw4 = [line for line in cited if line not in from_ext]
+    assert len(from_ext) == 2 and all(NOT_RUN in line for line in from_ext)  # T/F 1.2, 1.10 cite section 6
+    assert len(from_hw4) == 2 and all(NOT_RUN not in line for line in from_hw4)  # 1.1: Lab 3 (d); 1.2: timing
+    assert NOT_RUN not in "\n".join(line for line in hw4_part.splitlines() if line not in from_ext)
     assert NOT_RUN in extensions
     assert QUICK_BANNER not in " ".join(pages)
 
@@ -187,7 +190,7 @@ def test_table_numbers_match_results(full):
             "| 80 | 62.35 | 80.0 | 29.52 |",                           # lab2b, drop 91.87-62.35
             "| 2 | 10.33 | -81.54 |",                                  # lab3b
             "| 4 | 86.05 / 86.55 | 90.88 | 90.77 | 91.08 | 90.93 | 80.0 / 80.0 |",   # lab3d
-            "| start model | Lab 2 (e) best epoch 16 / Lab 2 (e) best epoch 20 |",  # lab3d sources
+            "own best Lab 2 model (faithful: Lab 2 (e) best epoch 16; improved: Lab 2 (e) best epoch 20)",  # lab3d
             "| layer3.2.conv2 | 89.5 | 89.5 | 88.8 | 88.8 |",           # lab3e_layers
             "| NVIDIA H100 | 9.84 | 10.73 | 1.09 |"]                    # timing
     for row in rows:
@@ -350,8 +353,8 @@ def test_recipes_table_names_the_tuned_stages_their_change_and_validation_scores
     qat["stability"] = {"lr0.05": {**check, "before": 64.3, "after_one_epoch": 55.0, "stable": False},
                         "lr0.002": {**check, "before": 64.3, "after_one_epoch": 88.0, "stable": True}}
     md = table(res, "recipes")
-    assert "Excluded before that ranking: lr0.05 (64.30 → 55.00 %)." in md and "lr0.002 (64.30" not in md
-    assert "our 3-bit pretrained model's accuracy on CIFAR-10 train[45000:50000] (images it trained on;" in md
+    assert "excluded: lr0.05 (64.30 → 55.00 %), whatever its score above." in md and "lr0.002 (64.30" not in md
+    assert "our 3-bit pretrained model's accuracy on CIFAR-10 train[45000:50000] (images that model trained on," in md
 
 
 def test_table_unknown_key_raises():
@@ -482,6 +485,35 @@ def test_true_false_answers_cite_the_extensions_measurements(tmp_path):
     assert "lecture_extensions.ipynb not run" in problem_1_10      # no mixed-precision numbers
 
 
+def test_true_false_answers_cite_the_hw4_measurements(tmp_path):
+    from report.build import tf_section
+    assert tf_section({}, tmp_path).count("hw4.ipynb not run") == 2            # 1.1 and 1.2
+    text = tf_section(make_results(), tmp_path)
+    problem_1_1 = text.split("## Problem 1.1")[1].split("## Problem 1.2")[0]
+    assert "5.00 points at 4 bits vs. 3.70 for the dense model (a larger drop)" in problem_1_1  # 91.05-86.05, 91.87-88.17
+    problem_1_2 = text.split("## Problem 1.2")[1].split("## Problem 1.3")[0]
+    assert "9.84 s dense and 10.73 s with pruning masks" in problem_1_2
+
+
+def test_lab3d_explains_drops_only_where_they_mean_something():
+    res = make_results()
+    text = discussion(res, "lab3d")
+    # 2 bits: 10.0 % and 10.33 % are chance level for ten classes, whatever the drops say
+    assert "At 2 bits both models are near chance" in text and "fewer weights carry rounding error" not in text
+    # after finetuning every sparse model ends below dense QAT, at 4 bits by 0.55 (inside the noise)
+    assert "end below quantizing alone at every bit width, though not everywhere by more than" in text
+    res["lab3d"]["4"]["before"]["faithful"] = 90.0     # drop 1.05 < 3.70: the sparse model loses less
+    assert "the zero-preserving quantizer keeps the pruned 80% exactly zero" in discussion(res, "lab3d")
+
+
+def test_lab3e_compares_final_accuracies_with_lab3d():
+    text = discussion(make_results(), "lab3e")
+    # 89.87 - 90.77 and 90.41 - 90.93 (Lab 3 (d) 4-bit finals)
+    assert "It finished 0.90 points below pruning first and quantizing afterwards (Lab 3 (d), 4 bits) " \
+           "with the faithful recipe and 0.52 points below with the improved recipe." in text
+    assert "Both differences are smaller than two standard errors" in text
+
+
 def test_standard_error_is_the_binomial_closed_form_and_sets_the_noise_band():
     from report.discussion import is_within_noise, noise_clause, noise_note, standard_error
     assert standard_error(50.0, 100) == pytest.approx(5.0)        # sqrt(.5 * .5 / 100) = 0.05
@@ -505,3 +537,14 @@ def test_lab2d_counts_a_level_recipe_as_inside_the_noise():
     del res["meta"]["test_images"]      # no test-set size: no noise claims at all
     text = discussion(res, "lab2d")
     assert "standard errors" not in text and "adapts to the sparsity gradually" in text
+
+
+def test_run_information_adds_up_the_training_time_of_the_stages(tmp_path):
+    from report.build import title_section
+    res = make_results()
+    # every run record of the fixture took 612 s: count them independently of the builder
+    records = [res[q][r] for q in ("lab2c", "lab2d", "lab2e", "lab3e") for r in ("faithful", "improved")] + \
+              [res[q][b][r] for q in ("lab3c", "lab3d") for b in ("4", "3", "2") for r in ("faithful", "improved")]
+    assert all(r["wall_s"] == 612.0 for r in records)
+    assert f"| training time of its stages | {len(records) * 612 / 3600:.2f} h" in title_section(res, tmp_path)
+    assert "| training time of its stages | not run |" in title_section({}, tmp_path)
