@@ -1167,9 +1167,10 @@ def pipeline(run, models, teacher):
             c["skipped"] = f"K-means validation accuracy more than {run.dc.recoverable:g} points below the target"
     # nothing hopeful: train the best one anyway, to report how far it gets
     queue = hopeful or [max(cands, key=lambda c: c["kmeans_val_acc"])]
+    reason = "queue" if hopeful else "fallback"
     attempts = []
     for cand in queue[:run.dc.max_quant_runs]:
-        attempts.append(_attempt(run, cand, teacher))
+        attempts.append(_attempt(run, cand, teacher, reason))
         if attempts[-1][0]["compressed_val_acc"] >= target:
             break
     def passing():
@@ -1179,17 +1180,19 @@ def pipeline(run, models, teacher):
         kept_ratio = passing()[0][0]["ratio_file"]
         above = [c for c in cands if c.get("skipped") and c["ratio_file"] > kept_ratio]
         if above:
-            attempts.append(_attempt(run, max(above, key=lambda c: c["ratio_file"]), teacher))
+            attempts.append(_attempt(run, max(above, key=lambda c: c["ratio_file"]), teacher, "leftover"))
     chosen = (max(passing(), key=lambda a: a[0]["ratio_file"]) if passing()
               else max(attempts, key=lambda a: a[0]["compressed_val_acc"]))
     return cands, [a for a, _ in attempts], chosen
 
 
-def _attempt(run, cand, teacher):
-    """(the candidate with its trained accuracies and record, the trained net)."""
+def _attempt(run, cand, teacher, reason):
+    """(the candidate with its trained accuracies, its record and why it was trained:
+    "queue" (passed the screen), "leftover" (a run left after one passed) or "fallback"
+    (nothing passed the screen), the trained net)."""
     net, record = trained_quantization(run, cand, teacher)
     return ({**cand, "compressed_acc": run.evaluate(net), "compressed_val_acc": run.validate(net),
-             "record": record}, net)
+             "record": record, "why": reason}, net)
 
 
 def write_and_verify(run, attempt, net):

@@ -178,7 +178,7 @@ def _training_hours(results: dict) -> str:
     def walk(node):
         if not isinstance(node, dict):
             return 0.0
-        own = node.get("wall_s", 0.0) if "epochs" in node else 0.0
+        own = (node.get("wall_s") or 0.0) if "epochs" in node else 0.0
         return own + sum(walk(v) for k, v in node.items() if k != "meta")
     seconds = walk(results)
     return f"{seconds / 3600:.2f} h (the stage records' wall time)" if seconds else NOT_RUN

@@ -126,10 +126,12 @@ def _pipeline(res: dict) -> str:
     if not p:
         return not_run_table(res, title, "the pipeline")
     trained = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}
+    kept_ratio = get(res, "final", "ratio_file")
     rows = []
     for c in p["candidates"]:
         a = trained.get((c["model"], c["bits"]))
-        untrained = "skipped" if c.get("skipped") else "not trained"
+        untrained = ("skipped" if c.get("skipped") else "not needed"
+                     if kept_ratio is not None and c["ratio_file"] < kept_ratio else "not trained")
         rows.append([c["model"], fmt(c["zeros_pct"], 1), str(c["bits"]), fmt(c["float_acc"]), fmt(c["kmeans_acc"]),
                      fmt(a["compressed_acc"]) if a else untrained, fmt(c.get("kmeans_val_acc")),
                      fmt(a.get("compressed_val_acc")) if a else untrained,
@@ -168,6 +170,8 @@ def _untrained_note(res: dict, cells: set) -> str:
         notes.append(f"*skipped*: screened out and not trained, because its K-means accuracy on the validation "
                      f"images was {_recoverable(res)} (the target: at most {_points(_max_drop(res), 1)} below "
                      f"the dense model retrained the same way, s = 0)")
+    if "not needed" in cells:
+        notes.append("*not needed*: passed that screen, but a candidate of higher file ratio kept the target")
     if "not trained" in cells:
         notes.append(f"*not trained*: passed that screen, but the budget of trained quantizations{budget} "
                      f"was used up before its turn")
@@ -278,33 +282,26 @@ def _d_final(res: dict) -> str:
 
 
 def _screen_overruled(res: dict) -> str:
-    """Sentences when the kept candidate is one the K-means screen had skipped: a run left
-    over after another candidate passed trained it, and it passed too."""
-    f = res["final"]
-    kept = [c for c in get(res, "pipeline", "candidates") or []
-            if (c["model"], c["bits"]) == (f["model"], f["bits"]) and c.get("skipped")]
-    if not kept:
+    """Sentences when the kept candidate is one the K-means screen had skipped, told from
+    why the pipeline trained it (the attempt's "why")."""
+    f, p = res["final"], get(res, "pipeline") or {}
+    key = (f["model"], f["bits"])
+    kept = next((c for c in p.get("candidates", []) if (c["model"], c["bits"]) == key and c.get("skipped")), None)
+    if kept is None:
         return ""
-    attempts = get(res, "pipeline", "attempts") or []
-    keys = [(a["model"], a["bits"]) for a in attempts]
-    before = attempts[:keys.index((f["model"], f["bits"]))] if (f["model"], f["bits"]) in keys else attempts
-    ref, max_drop = f.get("reference_val_acc"), _max_drop(res)
-    passed = [a for a in before if not a.get("skipped") and a.get("compressed_val_acc") is not None
-              and (ref is None or a["compressed_val_acc"] >= ref - max_drop)]
-    first = (f"the {passed[-1]['bits']}-bit candidate" if passed and passed[-1]["model"] == f["model"]
-             else f"the {passed[-1]['model']} {passed[-1]['bits']}-bit candidate" if passed
-             else "another candidate")
-    runs = get(res, "meta", "dc_settings", "max_quant_runs")
-    left = ({1: "one", 2: "two", 3: "three"}.get(runs - len(before), str(runs - len(before)))
-            if runs is not None and runs > len(before) else "one")
-    val = f.get("val_acc")
-    reached = f"reached {fmt(val)}% on the validation images" if val is not None else "recovered enough"
+    why = next((a.get("why") for a in p.get("attempts", []) if (a["model"], a["bits"]) == key), None)
+    first = next((a for a in p.get("attempts", []) if a.get("why") == "queue"), None)
+    name = (f"the {first['bits']}-bit candidate" if first and first["model"] == f["model"]
+            else f"the {first['model']} {first['bits']}-bit candidate" if first else "another candidate")
+    how = {"leftover": f"A trained-quantization run was left after {name} passed; trained on it, the",
+           "fallback": "No candidate passed the screen, so the best of them was trained anyway: the"
+           }.get(why, "Trained anyway, the")
+    ref = f.get("reference_val_acc")
     return join(
-        f"K-means alone left this candidate at {fmt(kept[0].get('kmeans_val_acc'))}% on the validation images, "
-        f"{_recoverable(res, None if ref is None else ref - max_drop)}, so the screen skipped it at first.",
-        f"The budget had {left} trained-quantization run{'' if left == 'one' else 's'} left after {first} "
-        f"passed; trained on {'it' if left == 'one' else 'one of them'}, the {f['bits']}-bit candidate "
-        f"{reached} and passed, so the screen was too cautious.")
+        f"K-means alone left this candidate at {fmt(kept.get('kmeans_val_acc'))}% on the validation images, "
+        f"{_recoverable(res, None if ref is None else ref - _max_drop(res))}, so the screen skipped it at first.",
+        f"{how} {f['bits']}-bit candidate reached {fmt(f.get('val_acc'))}% on the validation images and "
+        "passed, so the screen was too cautious.")
 
 
 def _why_not_smaller(res: dict) -> str:

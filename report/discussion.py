@@ -325,7 +325,7 @@ def _lab3d_drops(res: dict) -> str:
         if max(after_sparse, after_dense) < NEAR_CHANCE:
             chance.append(b)
         else:
-            smaller |= sparse < dense
+            smaller |= size == "a smaller"
     if not parts:
         return ""
     src = get(res, "lab3d", "sources", "faithful")
@@ -345,13 +345,18 @@ def _lab3d_after(res: dict) -> str:
     pairs = [(get(res, "lab3d", b, "faithful", "best_acc"), get(res, "lab3c", b, "faithful", "best_acc"), b)
              for b in QAT_BITS]
     vs_c = versus_each([(d, c, f"at {b} bits") for d, c, b in pairs], "dense QAT (Lab 3 (c))")
-    known = [(d, c) for d, c, _ in pairs if d is not None and c is not None]
+    known = [(d, c, b) for d, c, b in pairs if d is not None and c is not None]
     n = get(res, "meta", "test_images")
-    adds_up = ("Once each has been finetuned against its rounding, the two losses add up: "
-               "pruning and quantizing together end below quantizing alone at every bit width"
-               + ("" if all(not is_within_noise(d, c, n) for d, c in known)
-                  else ", though not everywhere by more than the sampling noise") + "."
-               if known and all(d < c for d, c in known) else "")
+    noisy = [is_within_noise(d, c, n) for d, c, _ in known]
+    where = ("at every bit width" if len(known) == len(QAT_BITS)
+             else f"at {'/'.join(b for _, _, b in known)} bits")
+    adds_up = ""
+    if known and all(d < c for d, c, _ in known):
+        adds_up = (f"After finetuning, pruning and quantizing together end below quantizing alone {where}, "
+                   "but by no more than the sampling noise." if all(noisy) else
+                   "Once each has been finetuned against its rounding, the two losses add up: pruning and "
+                   f"quantizing together end below quantizing alone {where}"
+                   + (", though not everywhere by more than the sampling noise." if any(noisy) else "."))
     return join(f"After finetuning the best accuracy is {best_by_bits(res, 'lab3d')}.",
                 f"With the faithful recipe (faithful start, faithful finetuning) that is {vs_c}."
                 if vs_c else "", adds_up)

@@ -400,12 +400,12 @@ def _d_nm(res: dict) -> str:
 
 def _speedup_words(speed) -> str:
     """'4.1x faster' / '1.3x slower' / 'the same speed' for a time ratio old/new."""
-    if speed is None:
+    if speed is None or speed <= 0:
         return NOT_RUN
-    word = above_below(speed - 1, "faster", "slower", "the same speed")
-    if word == "the same speed":
-        return word
-    return f"{fmt(max(speed, 1 / speed), 1)}x {word}"
+    factor = max(speed, 1 / speed)
+    if round(factor, 1) == 1.0:       # "1.0x faster" would say nothing
+        return "the same speed"
+    return f"{fmt(factor, 1)}x {'faster' if speed > 1 else 'slower'}"
 
 
 def _d_int8(res: dict) -> str:

@@ -276,7 +276,7 @@ def _unstable_note(checks) -> str:
     model = f"our {bits}-bit pretrained model" if bits else "our quantized pretrained model"
     items = "; ".join(f"{k} ({fmt(c.get('before'))} → {fmt(c.get('after_one_epoch'))} %)" for k, c in failed.items())
     return (f" The choice ranks only the candidates that passed a stability check first; excluded: "
-            f"{items}, whatever its score above. One epoch at the candidate's peak lr lowered "
+            f"{items}, whatever {'its score' if len(failed) == 1 else 'their scores'} above. One epoch at the candidate's peak lr lowered "
             f"{model}'s accuracy on {images.split(' (')[0]} (images that model trained on, unlike "
             f"the tuning base; the check compares the model only with itself before and after).")
 

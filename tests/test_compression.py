@@ -563,7 +563,7 @@ def test_pipeline_keeps_the_candidate_the_validation_images_pick(tiny_run, monke
     assert net == "smaller ratio" and chosen["compressed_acc"] == 60.0  # reported, not chosen on
 
 
-def _fake_pipeline(run, monkeypatch, val_acc):
+def _fake_pipeline(run, monkeypatch, val_acc, field="model"):
     """pipeline() over made-up candidates: 'screened out' (21x, K-means 60 %: skipped) and
     'hopeful' (18x); trained quantization is replaced by the given validation accuracies."""
     run.results["retrain"] = {"0": {"val_acc": 80.0}}  # target: 79 on the validation images
@@ -574,7 +574,18 @@ def _fake_pipeline(run, monkeypatch, val_acc):
     monkeypatch.setattr(run, "evaluate", lambda net: 90.0)
     monkeypatch.setattr(run, "validate", val_acc.get)
     _, attempts, (chosen, net) = cp.pipeline(run, [], teacher=None)
-    return [a["model"] for a in attempts], net
+    return [a[field] for a in attempts], net
+
+
+def test_each_attempt_records_why_it_was_trained(tiny_run, monkeypatch):
+    tiny_run.dc = replace(tiny_run.dc, max_drop=1.0, recoverable=3.0, max_quant_runs=2)
+    whys, _ = _fake_pipeline(tiny_run, monkeypatch, {"screened out": 70.0, "hopeful": 85.0}, field="why")
+    assert whys == ["queue", "leftover"]
+    # nothing passes the screen (78.5 < 79 - 0.1): the best K-means one is trained anyway, passes,
+    # and the run left goes to the screened-out candidate of higher ratio
+    tiny_run.dc = replace(tiny_run.dc, recoverable=0.1)
+    whys, _ = _fake_pipeline(tiny_run, monkeypatch, {"screened out": 70.0, "hopeful": 85.0}, field="why")
+    assert whys == ["fallback", "leftover"]
 
 
 def test_a_leftover_run_measures_the_screened_out_candidate_and_keeps_it_only_if_it_passes(tiny_run, monkeypatch):
@@ -681,8 +692,8 @@ def screened_out_but_kept(recoverable=3.0, max_quant_runs=2):
     three = {**four, "bits": 3, "kmeans_val_acc": 80.5, "ratio_file": 23.0, "ratio_formula": 55.0,
              "skipped": "K-means validation accuracy more than 3 points below the target"}
     r["pipeline"]["candidates"] = [three, four]
-    r["pipeline"]["attempts"] = [{**four, "compressed_acc": 90.4, "compressed_val_acc": 95.1},
-                                 {**three, "compressed_acc": 90.1, "compressed_val_acc": 94.7}]
+    r["pipeline"]["attempts"] = [{**four, "compressed_acc": 90.4, "compressed_val_acc": 95.1, "why": "queue"},
+                                 {**three, "compressed_acc": 90.1, "compressed_val_acc": 94.7, "why": "leftover"}]
     r["final"].update(bits=3, ratio_file=23.0, ratio_formula=55.0, val_acc=94.7, reference_val_acc=95.2,
                       final_acc=90.1)
     return r
@@ -694,14 +705,16 @@ def test_final_discussion_says_when_the_kept_candidate_had_been_screened_out():
     # the target on the validation images: 1.0 point below the reference's 95.2
     assert ("K-means alone left this candidate at 80.50% on the validation images, more than 3 points below "
             "the validation target (94.20%), so the screen skipped it at first.") in text
-    assert ("The budget had one trained-quantization run left after the 4-bit candidate passed; trained on it, "
+    assert ("A trained-quantization run was left after the 4-bit candidate passed; trained on it, "
             "the 3-bit candidate reached 94.70% on the validation images and passed, so the screen was too "
             "cautious.") in text
-    assert "the run left over" not in text
-    # the threshold and the budget come from the settings; without them, no made-up numbers
-    text = sec.discussion(screened_out_but_kept(recoverable=5.0, max_quant_runs=3), "final")
-    assert "more than 5 points below" in text and "two trained-quantization runs left" in text \
-        and "trained on one of them" in text
+    # nothing passed the screen: the pipeline trained the best skipped candidate anyway
+    r = screened_out_but_kept(recoverable=5.0)
+    r["pipeline"]["attempts"] = [{**r["pipeline"]["attempts"][1], "why": "fallback"}]
+    text = sec.discussion(r, "final")
+    assert "more than 5 points below" in text and "after the 4-bit candidate passed" not in text
+    assert "No candidate passed the screen, so the best of them was trained anyway: the 3-bit candidate" in text
+    # the threshold comes from the settings; without it, no made-up number
     text = sec.discussion(screened_out_but_kept(recoverable=None, max_quant_runs=None), "final")
     assert "80.50% on the validation images, far below the validation target" in text
 
@@ -716,15 +729,15 @@ def test_final_discussion_states_the_target_in_full():
 
 
 def test_candidates_table_defines_skipped_and_not_trained_only_when_they_occur():
-    table = sec.table(fake_results(), "pipeline")      # one trained, one not trained, none skipped
-    assert "*not trained*: passed that screen, but the budget of trained quantizations" in table
-    assert "*skipped*" not in table
+    table = sec.table(fake_results(), "pipeline")      # the kept 21.5x one trained; the 19x one not needed
+    assert "*not needed*: passed that screen, but a candidate of higher file ratio kept the target" in table
+    assert "*skipped*" not in table and "*not trained*" not in table
     r = screened_out_but_kept()
-    r["pipeline"]["candidates"].append({**r["pipeline"]["candidates"][1], "bits": 5, "ratio_file": 19.0})
+    r["pipeline"]["candidates"].append({**r["pipeline"]["candidates"][1], "bits": 2, "ratio_file": 30.0})
     table = sec.table(r, "pipeline")
     assert "| skipped |" not in table                  # the skipped candidate was trained after all
     r["pipeline"]["attempts"].pop()
-    table = sec.table(r, "pipeline")
+    table = sec.table(r, "pipeline")                   # a 30x candidate above the kept 23x, never reached
     assert "| skipped |" in table and "| not trained |" in table
     assert "*skipped*: screened out and not trained, because its K-means accuracy on the validation images " \
            "was more than 3 points below the target" in table

@@ -425,3 +425,10 @@ def test_discussion_wording_follows_the_sign_and_quick_banner(tmp_path):
     assert QUICK_BANNER in sec.section(tmp_path)
     with pytest.raises(KeyError):
         sec.table(res, "nonsense")
+
+
+def test_int8_speed_is_worded_from_the_time_ratio():
+    words = sec._speedup_words
+    assert words(4.1) == "4.1x faster" and words(0.5) == "2.0x slower"
+    assert words(1.02) == words(0.98) == "the same speed"     # would print as 1.0x
+    assert words(None) == words(0.0) == NOT_RUN

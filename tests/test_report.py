@@ -548,3 +548,12 @@ def test_run_information_adds_up_the_training_time_of_the_stages(tmp_path):
     assert all(r["wall_s"] == 612.0 for r in records)
     assert f"| training time of its stages | {len(records) * 612 / 3600:.2f} h" in title_section(res, tmp_path)
     assert "| training time of its stages | not run |" in title_section({}, tmp_path)
+
+
+def test_lab3d_names_the_bit_widths_it_has_and_the_noise():
+    res = make_results()
+    for b in ("3", "2"):
+        del res["lab3d"][b]
+    text = discussion(res, "lab3d")      # 4 bits only: 90.88 vs 91.43, a 0.55 gap inside the noise
+    assert "end below quantizing alone at 4 bits, but by no more than the sampling noise." in text
+    assert "every bit width" not in text and "add up" not in text
