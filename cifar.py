@@ -67,17 +67,18 @@ class CifarData:
         return replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
                        x_test=self.x_test[:n_test], y_test=self.y_test[:n_test])
 
-    def split_validation(self, n_val):
+    def split_validation(self, n_val, what="validation, held out of training"):
         """(training part, validation part): the last `n_val` training images held out of
         training. The validation part evaluates on them instead of the test images, so
-        that a tuning decision never sees a test image."""
+        that a tuning decision never sees a test image; `what` ends its label (a caller
+        whose start model saw these images says so there)."""
         n = len(self.y_train)
         if not 0 < n_val < n:
             raise ValueError(f"a validation split needs 0 < n_val < {n} training images, got {n_val}")
         keep = n - n_val
         train = replace(self, x_train=self.x_train[:keep], y_train=self.y_train[:keep])
         val = replace(train, x_test=self.x_train[keep:], y_test=self.y_train[keep:],
-                      eval_label=f"{self.name} train[{keep}:{n}] (validation, held out of training)")
+                      eval_label=f"{self.name} train[{keep}:{n}] ({what})")
         return train, val
 
     def describe(self):

@@ -945,8 +945,7 @@ class DeepCompressionRun(ex.Experiment):
         images the decisions use; `data` keeps the test images, for the reported numbers.
         The label says what these images are held out of: every DC retraining, not the
         pretrained model all DC stages start from (it trained on all training images)."""
-        self.train_data, val = self.data.split_validation(self.dc.val_images)
-        self.val_data = replace(val, eval_label=dc_validation_label(self.data, self.dc.val_images))
+        self.train_data, self.val_data = self.data.split_validation(self.dc.val_images, DC_VALIDATION)
 
     def data_identity(self):
         return {**super().data_identity(), "validation_images": self.dc.val_images}
@@ -982,14 +981,10 @@ class DeepCompressionRun(ex.Experiment):
         return self.results["retrain"]["0"]["val_acc"] - self.dc.max_drop
 
 
-def dc_validation_label(data, n_val):
-    """Names Deep Compression's validation images: the last `n_val` training images, held
-    out of every DC retraining but seen by the pretrained model the DC runs start from
-    (cifar's own validation label, used by tuning.py, says "held out of training": there
-    the model really never saw them)."""
-    n = len(data.y_train)
-    return (f"{data.name} train[{n - n_val}:{n}] (validation: held out of every Deep Compression "
-            f"retraining; the pretrained start model saw them)")
+# what Deep Compression's validation images are: held out of every DC retraining, but the
+# pretrained model the DC runs start from trained on them (unlike tuning.py's base model)
+DC_VALIDATION = ("validation: held out of every Deep Compression retraining; "
+                 "the pretrained start model saw them")
 
 
 def s_tag(s):

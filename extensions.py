@@ -533,7 +533,7 @@ def mixed_precision(run, scan):
     post-training and (settings.qat) after a QAT finetune of the same epochs and recipe
     (`qat_recipe()`)."""
     sizes = {n: r["weights"] for n, r in scan["layers"].items()}
-    costs, out = sensitivity_costs(scan), {}
+    costs, out, qat = sensitivity_costs(scan), {}, qat_recipe()
     for target in run.ext.mixed_targets:
         alloc = allocate_bits(costs, sizes, target)
         nets = {"uniform": run.model(Nbits=target), "mixed": with_bits(run.model(), alloc)}
@@ -541,7 +541,7 @@ def mixed_precision(run, scan):
                "kib": {k: tu.storage_kib(n) for k, n in nets.items()},
                "ptq": {k: accuracy(n, run.data) for k, n in nets.items()}}
         if run.ext.qat:
-            row["qat"] = {k: run.finetune(f"ext_{k}{target}bit", n, finetune_recipe=qat_recipe(),
+            row["qat"] = {k: run.finetune(f"ext_{k}{target}bit", n, finetune_recipe=qat,
                                           alloc=alloc if k == "mixed" else target)
                           for k, n in nets.items()}
         out[str(target)] = row

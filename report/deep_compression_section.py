@@ -121,11 +121,16 @@ def _huffman(res: dict) -> str:
     return f"*Table: {title}.*\n\n{md_table(header, rows)}\n"
 
 
+def _attempt_of(res: dict):
+    """{(model, bits): the pipeline's trained-quantization attempt of that candidate}."""
+    return {(a["model"], a["bits"]): a for a in get(res, "pipeline", "attempts") or []}
+
+
 def _pipeline(res: dict) -> str:
     p, title = get(res, "pipeline"), "candidates, by file ratio (trained: after trained quantization)"
     if not p:
         return not_run_table(res, title, "the pipeline")
-    trained = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}
+    trained = _attempt_of(res)
     kept_ratio = get(res, "final", "ratio_file")
     rows = []
     for c in p["candidates"]:
@@ -289,7 +294,7 @@ def _screen_overruled(res: dict) -> str:
     kept = next((c for c in p.get("candidates", []) if (c["model"], c["bits"]) == key and c.get("skipped")), None)
     if kept is None:
         return ""
-    why = next((a.get("why") for a in p.get("attempts", []) if (a["model"], a["bits"]) == key), None)
+    why = _attempt_of(res).get(key, {}).get("why")
     first = next((a for a in p.get("attempts", []) if a.get("why") == "queue"), None)
     name = (f"the {first['bits']}-bit candidate" if first and first["model"] == f["model"]
             else f"the {first['model']} {first['bits']}-bit candidate" if first else "another candidate")
@@ -311,7 +316,7 @@ def _why_not_smaller(res: dict) -> str:
     if not smaller:
         return ""
     c = max(smaller, key=lambda c: c["ratio_file"])
-    tried = {(a["model"], a["bits"]): a for a in p.get("attempts", [])}.get((c["model"], c["bits"]))
+    tried = _attempt_of(res).get((c["model"], c["bits"]))
     what = f"{c['model']} at {c['bits']} bits would give {fmt(c['ratio_file'], 1)}x"
     if tried is not None:
         ref = f.get("reference_val_acc")

@@ -275,8 +275,9 @@ def _unstable_note(checks) -> str:
     bits = _check_bits(first.get("check", ""))
     model = f"our {bits}-bit pretrained model" if bits else "our quantized pretrained model"
     items = "; ".join(f"{k} ({fmt(c.get('before'))} → {fmt(c.get('after_one_epoch'))} %)" for k, c in failed.items())
+    scores = "its score" if len(failed) == 1 else "their scores"
     return (f" The choice ranks only the candidates that passed a stability check first; excluded: "
-            f"{items}, whatever {'its score' if len(failed) == 1 else 'their scores'} above. One epoch at the candidate's peak lr lowered "
+            f"{items}, whatever {scores} above. One epoch at the candidate's peak lr lowered "
             f"{model}'s accuracy on {images.split(' (')[0]} (images that model trained on, unlike "
             f"the tuning base; the check compares the model only with itself before and after).")
 
